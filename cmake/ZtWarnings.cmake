@@ -1,0 +1,35 @@
+# Warnings for zerotrain's own targets only (third-party headers are included as SYSTEM).
+function(zt_target_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+  if(ZT_WERROR)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+  endif()
+endfunction()
+
+# zt_add_library(name DIRS dir...): a static library from every .cpp (and, with CUDA, .cu) file
+# in the given folders, so that adding a source file never needs a CMake edit.
+function(zt_add_library name)
+  cmake_parse_arguments(ARG "" "" "DIRS;CUDA_DIRS;EXCLUDE" ${ARGN})
+  set(sources)
+  foreach(dir IN LISTS ARG_DIRS)
+    file(GLOB found CONFIGURE_DEPENDS ${dir}/*.cpp)
+    list(APPEND sources ${found})
+  endforeach()
+  foreach(dir IN LISTS ARG_CUDA_DIRS)
+    file(GLOB found CONFIGURE_DEPENDS ${dir}/*.cu ${dir}/*.cpp)
+    list(APPEND sources ${found})
+  endforeach()
+  foreach(ex IN LISTS ARG_EXCLUDE)
+    list(FILTER sources EXCLUDE REGEX "${ex}")
+  endforeach()
+  if(NOT sources)
+    # A layer with no sources yet still builds, so dependants link unchanged.
+    set(placeholder ${PROJECT_BINARY_DIR}/placeholders/${name}.cpp)
+    file(WRITE ${placeholder} "// ${name} has no sources yet\n")
+    set(sources ${placeholder})
+  endif()
+  add_library(${name} STATIC ${sources})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  zt_target_warnings(${name})
+endfunction()

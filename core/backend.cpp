@@ -1,0 +1,68 @@
+#include "core/backend.h"
+
+#include "core/cuda_support.h"
+
+namespace zt {
+
+void Backend::not_implemented(const char* kernel) const {
+  ZT_FAIL(kernel, "not implemented on ", device_type() == DeviceType::cpu ? "cpu" : "cuda");
+}
+
+// Every kernel defaults to "not implemented": a backend overrides what it provides.
+void Backend::copy_strided(const Tensor&, Tensor&) const { not_implemented("copy_strided"); }
+void Backend::copy_bytes(void*, Device, const void*, Device, size_t) const { not_implemented("copy_bytes"); }
+void Backend::fill(Tensor&, double) const { not_implemented("fill"); }
+void Backend::random_fill(Tensor&, RandomKind, uint64_t, uint64_t) const { not_implemented("random_fill"); }
+void Backend::binary(BinaryOp, const Tensor&, const Tensor&, Tensor&) const { not_implemented("binary"); }
+Tensor Backend::unary(UnaryOp, const Tensor&, double) const { not_implemented("unary"); }
+Tensor Backend::unary_backward(UnaryOp, const Tensor&, const Tensor&, const Tensor&, double) const {
+  not_implemented("unary_backward");
+}
+void Backend::axpy(Tensor&, const Tensor&, double) const { not_implemented("axpy"); }
+void Backend::scale(Tensor&, double) const { not_implemented("scale"); }
+Tensor Backend::reduce(ReduceOp, const Tensor&, const std::vector<bool>&) const { not_implemented("reduce"); }
+std::pair<Tensor, Tensor> Backend::max_last_dim(const Tensor&) const { not_implemented("max_last_dim"); }
+double Backend::sum_squares(const Tensor&) const { not_implemented("sum_squares"); }
+bool Backend::all_finite(const Tensor&) const { not_implemented("all_finite"); }
+Tensor Backend::gemm(const Tensor&, const Tensor&, bool, bool, int64_t, const Tensor&) const { not_implemented("gemm"); }
+Tensor Backend::softmax(const Tensor&) const { not_implemented("softmax"); }
+Tensor Backend::softmax_backward(const Tensor&, const Tensor&) const { not_implemented("softmax_backward"); }
+Tensor Backend::log_softmax(const Tensor&) const { not_implemented("log_softmax"); }
+Tensor Backend::log_softmax_backward(const Tensor&, const Tensor&) const { not_implemented("log_softmax_backward"); }
+LayerNormResult Backend::layernorm(const Tensor&, const Tensor&, const Tensor&, double) const {
+  not_implemented("layernorm");
+}
+NormGrads Backend::layernorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      bool) const {
+  not_implemented("layernorm_backward");
+}
+LayerNormResult Backend::rmsnorm(const Tensor&, const Tensor&, double) const { not_implemented("rmsnorm"); }
+NormGrads Backend::rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&) const {
+  not_implemented("rmsnorm_backward");
+}
+Tensor Backend::embedding(const Tensor&, const Tensor&) const { not_implemented("embedding"); }
+Tensor Backend::embedding_backward(const Tensor&, const Tensor&, int64_t) const {
+  not_implemented("embedding_backward");
+}
+AttentionResult Backend::attention(const Tensor&, const Tensor&, const Tensor&, bool, double) const {
+  not_implemented("attention");
+}
+AttentionGrads Backend::attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, bool, double) const {
+  not_implemented("attention_backward");
+}
+CrossEntropyResult Backend::cross_entropy(const Tensor&, const Tensor&, int64_t, int64_t) const {
+  not_implemented("cross_entropy");
+}
+Tensor Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, double) const {
+  not_implemented("cross_entropy_backward");
+}
+Tensor Backend::dropout(const Tensor&, double, uint64_t, uint64_t) const { not_implemented("dropout"); }
+void Backend::adamw_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamWArgs&) const {
+  not_implemented("adamw_step");
+}
+
+const Backend& backend_for(Device device) { return device.is_cpu() ? cpu_backend() : cuda_backend(); }
+const Backend& cuda_backend() { return cuda::backend(); }
+
+}  // namespace zt

@@ -1,0 +1,127 @@
+// Backends: the kernels each device provides, as one small interface. core/ops.cpp checks inputs,
+// calls backend_for(device).<kernel>(...) and records autograd; kernels never see autograd.
+//
+// Kernel conventions: unless a parameter says otherwise, inputs are contiguous (ops call
+// contiguous() first) and outputs are allocated by the kernel on the inputs' device. Floating
+// kernels accept f32, f64, bf16 and f16 and accumulate in f32 (f64 for f64). A kernel a backend
+// does not provide throws "[kernel] not implemented on <device>", never a wrong answer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace zt {
+
+enum class BinaryOp : uint8_t { add, sub, mul, div };
+enum class UnaryOp : uint8_t { neg, exp, log, sqrt, tanh, relu, gelu, add_scalar, mul_scalar, pow_scalar };
+enum class ReduceOp : uint8_t { sum, max };
+enum class RandomKind : uint8_t { normal, uniform };
+
+struct LayerNormResult {
+  Tensor y, mean, rstd;  // mean and rstd: f32 [rows]
+};
+struct NormGrads {
+  Tensor dx, dweight, dbias;  // dbias undefined for rmsnorm or when there is no bias
+};
+struct AttentionResult {
+  Tensor out, lse;  // lse: f32 [B, H, T], the log-sum-exp of each softmax row (for backward)
+};
+struct AttentionGrads {
+  Tensor dq, dk, dv;
+};
+struct CrossEntropyResult {
+  Tensor losses;  // f32 [N]; 0 where the target is ignored
+  Tensor lse;     // f32 [N]; log-sum-exp over the valid vocabulary
+};
+
+// One step of AdamW on a flat f32 master shard (see optim/adamw.h for the meaning).
+struct AdamWArgs {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;         // 1-based, for bias correction
+  double grad_scale = 1.0;  // gradients are multiplied by this first (unscaling, clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceType device_type() const = 0;
+
+  // ---- memory and layout ----
+  // dst = src elementwise, with any strides on both sides, casting between dtypes. Same device.
+  virtual void copy_strided(const Tensor& src, Tensor& dst) const;
+  // Copy n bytes between devices (at least one side on this backend's device type).
+  virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) const;
+  virtual void fill(Tensor& dst, double value) const;  // dst contiguous
+  virtual void random_fill(Tensor& dst, RandomKind kind, uint64_t seed, uint64_t offset) const;  // dst contiguous
+
+  // ---- elementwise ----
+  // a and b already expanded to out's shape (stride 0 where broadcast); any strides; out contiguous.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) const;
+  virtual Tensor unary(UnaryOp op, const Tensor& x, double scalar) const;
+  // Gradient of a unary op: grad_out * f'(x); y = f(x) is given for ops whose derivative uses it.
+  virtual Tensor unary_backward(UnaryOp op, const Tensor& grad_out, const Tensor& x, const Tensor& y,
+                                double scalar) const;
+  // dst += alpha * src (same shape, both contiguous); dst *= s.
+  virtual void axpy(Tensor& dst, const Tensor& src, double alpha) const;
+  virtual void scale(Tensor& dst, double s) const;
+
+  // ---- reductions ----
+  // Reduce x over the dims where reduce_mask[d] is true; out has x's shape with those dims = 1.
+  virtual Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce_mask) const;
+  // Max over the last dim: values and i64 indices of the first maximum, shape x.shape[:-1].
+  virtual std::pair<Tensor, Tensor> max_last_dim(const Tensor& x) const;
+  // Sum of squares of all elements in f64 (norms, clipping) and whether all are finite.
+  virtual double sum_squares(const Tensor& x) const;
+  virtual bool all_finite(const Tensor& x) const;
+
+  // ---- matrix products ----
+  // out[b] = op(a[b]) op(b[b]) for b < batch, with op = transpose when the flag is set.
+  // a: [batch_a, M, K] (or [batch_a, K, M] when transposed), batch_a is batch or 1 (broadcast);
+  // likewise for b; out: [batch, M, N], allocated here. When accumulate is given, out = accumulate + a b.
+  virtual Tensor gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch,
+                      const Tensor& accumulate) const;
+
+  // ---- fused nn kernels (x is [rows, C]) ----
+  virtual Tensor softmax(const Tensor& x) const;  // over the last dim
+  virtual Tensor softmax_backward(const Tensor& grad_y, const Tensor& y) const;
+  virtual Tensor log_softmax(const Tensor& x) const;
+  virtual Tensor log_softmax_backward(const Tensor& grad_y, const Tensor& y) const;
+  virtual LayerNormResult layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) const;
+  virtual NormGrads layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                       const Tensor& mean, const Tensor& rstd, bool has_bias) const;
+  virtual LayerNormResult rmsnorm(const Tensor& x, const Tensor& weight, double eps) const;  // mean undefined
+  virtual NormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                     const Tensor& rstd) const;
+  virtual Tensor embedding(const Tensor& weight, const Tensor& ids) const;  // ids flattened
+  // Deterministic: the result does not depend on thread or block scheduling.
+  virtual Tensor embedding_backward(const Tensor& grad_out, const Tensor& ids, int64_t vocab) const;
+  virtual AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                    double scale) const;
+  virtual AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& out, const Tensor& lse,
+                                            bool causal, double scale) const;
+  virtual CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                           int64_t valid_vocab) const;
+  // dlogits = grad_scale * (softmax(logits) - onehot(target)) for non-ignored rows, 0 elsewhere
+  // and in padded columns; dtype of logits.
+  virtual Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                        int64_t ignore_index, int64_t valid_vocab, double grad_scale) const;
+  // y = x * keep / (1 - p), keep = draw(seed, offset + i) >= p; also its own backward.
+  virtual Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const;
+
+  // ---- optimizer ----
+  virtual void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                          const AdamWArgs& args) const;
+
+ protected:
+  [[noreturn]] void not_implemented(const char* kernel) const;
+};
+
+const Backend& backend_for(Device device);
+const Backend& cpu_backend();
+const Backend& cuda_backend();  // throws "built without CUDA" in builds without the CUDA backend
+
+}  // namespace zt

@@ -1,0 +1,66 @@
+// CPU kernels: one AdamW step on a flat f32 master shard (the offload optimizer runs here, so this
+// loop is the CPU's share of every training step and must vectorise).
+//
+//   g = grad * grad_scale
+//   p -= lr * weight_decay * p                       (decoupled weight decay, applied first)
+//   m = beta1 m + (1 - beta1) g,  v = beta2 v + (1 - beta2) g^2
+//   p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+//
+// The bias corrections are folded into two per-step constants in double, so the element loop is
+// a handful of f32 multiply-adds and one sqrt and division, with no branches.
+#include <cmath>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace zt {
+
+namespace {
+
+template <typename G>
+void adamw_loop(float* __restrict p, const G* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
+                const AdamWArgs& a) {
+  const double bias1 = 1.0 - std::pow(a.beta1, static_cast<double>(a.step));
+  const double bias2 = 1.0 - std::pow(a.beta2, static_cast<double>(a.step));
+  // sqrt(v / bias2) = sqrt(v) * inv_sqrt_bias2; lr / bias1 multiplies the first moment.
+  const float step_size = static_cast<float>(a.lr / bias1);
+  const float inv_sqrt_bias2 = static_cast<float>(1.0 / std::sqrt(bias2));
+  const float decay = static_cast<float>(1.0 - a.lr * a.weight_decay);
+  const float beta1 = static_cast<float>(a.beta1), beta2 = static_cast<float>(a.beta2);
+  const float one_minus_beta1 = static_cast<float>(1.0 - a.beta1), one_minus_beta2 = static_cast<float>(1.0 - a.beta2);
+  const float eps = static_cast<float>(a.eps), grad_scale = static_cast<float>(a.grad_scale);
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = to_compute(g[i]) * grad_scale;
+    const float mi = beta1 * m[i] + one_minus_beta1 * gi;
+    const float vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bias2 + eps);
+  }
+}
+
+}  // namespace
+
+void CpuBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                            const AdamWArgs& args) const {
+  for (const Tensor* t : {&param, &exp_avg, &exp_avg_sq})
+    ZT_CHECK(t->dtype() == DType::f32 && t->is_contiguous() && t->device().is_cpu(), "adamw_step",
+             "param and moments must be contiguous f32 cpu tensors, got ", t->describe());
+  ZT_CHECK(grad.is_contiguous() && grad.device().is_cpu() && is_floating(grad.dtype()) && grad.dtype() != DType::f64,
+           "adamw_step", "grad must be a contiguous f32, bf16 or f16 cpu tensor, got ", grad.describe());
+  ZT_CHECK(grad.numel() == param.numel() && exp_avg.numel() == param.numel() && exp_avg_sq.numel() == param.numel(),
+           "adamw_step", "sizes differ: param ", param.describe(), ", grad ", grad.describe(), ", exp_avg ",
+           exp_avg.describe(), ", exp_avg_sq ", exp_avg_sq.describe());
+  ZT_CHECK(args.step >= 1, "adamw_step", "step is 1-based, got ", args.step);
+  ZT_CHECK(args.beta1 >= 0 && args.beta1 < 1 && args.beta2 >= 0 && args.beta2 < 1, "adamw_step",
+           "betas must be in [0, 1), got ", args.beta1, " and ", args.beta2);
+  float* p = static_cast<float*>(param.raw_data());
+  float* m = static_cast<float*>(exp_avg.raw_data());
+  float* v = static_cast<float*>(exp_avg_sq.raw_data());
+  dispatch_float(grad.dtype(), "adamw_step", [&]<typename G>() {
+    if constexpr (!std::is_same_v<G, double>)
+      adamw_loop<G>(p, static_cast<const G*>(grad.raw_data()), m, v, param.numel(), args);
+  });
+}
+
+}  // namespace zt

@@ -1,0 +1,301 @@
+// Matrix products through cuBLASLt: see gemm.h for the layout and why.
+#include "kernels/cuda/gemm.h"
+
+#include <algorithm>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/gemm_state.h"
+
+namespace zt::cuda {
+
+GemmState::GemmState(int dev) : device(dev) {
+  DeviceGuard guard(dev);
+  ZT_CUBLAS_CHECK(cublasLtCreate(&handle));
+}
+
+GemmState::~GemmState() {
+  for (auto& [stream, ws] : workspaces) (void)cudaFree(ws);
+  if (handle != nullptr) (void)cublasLtDestroy(handle);
+}
+
+// The workspaces come straight from cudaMalloc and are kept for the process: 32 MiB per stream
+// that ever ran a GEMM, outside the caching allocator's statistics.
+void* GemmState::workspace(cudaStream_t stream) {
+  auto it = workspaces.find(stream);
+  if (it != workspaces.end()) return it->second;
+  void* p = nullptr;
+  ZT_CUDA_CHECK(cudaMalloc(&p, kWorkspaceBytes));
+  workspaces.emplace(stream, p);
+  return p;
+}
+
+namespace {
+
+// RAII owners of the cuBLASLt descriptors of one call.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t desc = nullptr;
+  MatmulDesc(cublasComputeType_t compute, cudaDataType_t scale) {
+    ZT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, scale));
+  }
+  ~MatmulDesc() { (void)cublasLtMatmulDescDestroy(desc); }
+  template <typename V>
+  void set(cublasLtMatmulDescAttributes_t attr, const V& value) {
+    ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(V)));
+  }
+};
+
+struct MatrixLayout {
+  cublasLtMatrixLayout_t layout = nullptr;
+  // A column-major rows x cols matrix with leading dimension ld, batch items `stride` apart.
+  MatrixLayout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+    ZT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
+    if (batch > 1) {
+      const int32_t count = static_cast<int32_t>(batch);
+      ZT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+      ZT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                       sizeof(stride)));
+    }
+  }
+  ~MatrixLayout() { (void)cublasLtMatrixLayoutDestroy(layout); }
+};
+
+struct Preference {
+  cublasLtMatmulPreference_t pref = nullptr;
+  Preference() { ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref)); }
+  ~Preference() { (void)cublasLtMatmulPreferenceDestroy(pref); }
+  template <typename V>
+  void set(cublasLtMatmulPreferenceAttributes_t attr, const V& value) {
+    ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(V)));
+  }
+};
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::f64: return CUDA_R_64F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: break;
+  }
+  throw_dtype_error("gemm", t, "f32, f64, bf16 or f16");
+}
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt's kernels need aligned operands.
+int32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (a == 0) return 256;
+  return static_cast<int32_t>(std::min<uintptr_t>(a & (~a + 1), 256));
+}
+
+const char* epilogue_name(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return "none";
+    case GemmEpilogue::bias: return "bias";
+    case GemmEpilogue::bias_gelu: return "bias_gelu";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& args, const void* a, const void* b, void* out, int device, cudaStream_t stream) {
+  ZT_CHECK(args.m >= 0 && args.n >= 0 && args.k > 0 && args.batch >= 1, "gemm", "bad problem m=", args.m,
+           " n=", args.n, " k=", args.k, " batch=", args.batch, " (needs m, n >= 0, k >= 1, batch >= 1)");
+  if (args.m == 0 || args.n == 0) return;
+  const bool has_bias = args.epilogue != GemmEpilogue::none;
+  ZT_CHECK(!has_bias || args.bias != nullptr, "gemm", "epilogue ", epilogue_name(args.epilogue), " needs a bias");
+  ZT_CHECK(!has_bias || args.batch == 1, "gemm", "epilogue ", epilogue_name(args.epilogue),
+           " is for unbatched products (linear layers), got batch ", args.batch);
+  ZT_CHECK(args.pre_gelu == nullptr || (args.epilogue == GemmEpilogue::bias_gelu && args.n % 8 == 0), "gemm",
+           "pre_gelu output needs the bias_gelu epilogue and n divisible by 8, got epilogue ",
+           epilogue_name(args.epilogue), " and n = ", args.n);
+
+  const cudaDataType_t type = cuda_type(args.dtype);
+  const bool f64 = args.dtype == DType::f64;
+  // f32 stays exact f32 (CUBLAS_COMPUTE_32F never uses TF32); bf16/f16 accumulate in f32.
+  MatmulDesc desc(f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, f64 ? CUDA_R_64F : CUDA_R_32F);
+  // cuBLASLt's A is our b and its B is our a (gemm.h: out^T = b^T a^T in column-major).
+  const cublasOperation_t op_first = args.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = args.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, op_first);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, op_second);
+  if (has_bias) {
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (args.epilogue == GemmEpilogue::bias_gelu)
+      epi = args.pre_gelu != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
+    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
+    if (args.pre_gelu != nullptr) {
+      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.pre_gelu);
+      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, args.n);
+    }
+  }
+
+  const int64_t m = args.m, n = args.n, k = args.k;
+  // Stored (pre-op) column-major shapes: our b is [k, n] row-major = [n, k] column-major, etc.
+  MatrixLayout layout_first(type, args.transpose_b ? k : n, args.transpose_b ? n : k, args.transpose_b ? k : n,
+                            args.batch, args.stride_b);
+  MatrixLayout layout_second(type, args.transpose_a ? m : k, args.transpose_a ? k : m, args.transpose_a ? m : k,
+                             args.batch, args.stride_a);
+  MatrixLayout layout_out(type, n, m, n, args.batch, args.stride_out);
+
+  GemmKey key;
+  key.dtype = static_cast<int32_t>(args.dtype);
+  key.epilogue = static_cast<int32_t>(args.epilogue) | (args.pre_gelu != nullptr ? 0x100 : 0);
+  key.transpose_a = args.transpose_a;
+  key.transpose_b = args.transpose_b;
+  key.accumulate = args.beta != 0.0;
+  key.batched = args.batch > 1;
+  key.m = m;
+  key.n = n;
+  key.k = k;
+  key.batch = args.batch;
+  key.stride_a = args.stride_a;
+  key.stride_b = args.stride_b;
+  key.stride_c = args.stride_out;
+  key.align_a = alignment_of(a);
+  key.align_b = alignment_of(b);
+  key.align_c = alignment_of(out);
+  key.align_bias = std::min(alignment_of(args.bias), alignment_of(args.pre_gelu));
+
+  DeviceGuard guard(device);
+  GemmState& state = DeviceContext::get(device).gemm_state();
+  std::lock_guard<std::mutex> lock(state.mutex);
+  void* workspace = state.workspace(stream);
+  auto found = state.algorithms.find(key);
+  if (found == state.algorithms.end()) {
+    Preference pref;
+    pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(GemmState::kWorkspaceBytes));
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(key.align_b));
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(key.align_a));
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(key.align_c));
+    pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(key.align_c));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    ZT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(state.handle, desc.desc, layout_first.layout, layout_second.layout,
+                                                   layout_out.layout, layout_out.layout, pref.pref, 1, &result,
+                                                   &returned));
+    ZT_CHECK(returned > 0, "gemm", "cuBLASLt has no algorithm for ", dtype_name(args.dtype), " m=", m, " n=", n,
+             " k=", k, " batch=", args.batch, " transpose_a=", args.transpose_a, " transpose_b=", args.transpose_b,
+             " epilogue=", epilogue_name(args.epilogue), " (alignments ", key.align_a, "/", key.align_b, "/",
+             key.align_c, " bytes)");
+    found = state.algorithms.emplace(key, result.algo).first;
+  }
+  const double alpha64 = args.alpha, beta64 = args.beta;
+  const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
+  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
+  const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
+  ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, layout_first.layout, a, layout_second.layout, beta,
+                                 out, layout_out.layout, out, layout_out.layout, &found->second, workspace,
+                                 GemmState::kWorkspaceBytes, stream));
+}
+
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, GemmEpilogue epilogue,
+                      Tensor* pre_gelu) {
+  const char* api = "linear_forward";
+  const int device = cuda_device_of(api, x);
+  check_same_device(api, x, weight);
+  ZT_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), api,
+           "needs x [rows, in] and weight [out, in], got x ", x.describe(), ", weight ", weight.describe());
+  ZT_CHECK(x.dtype() == weight.dtype() && is_floating(x.dtype()), api, "needs one floating dtype, got x ",
+           x.describe(), ", weight ", weight.describe());
+  check_contiguous(api, x, "x");
+  check_contiguous(api, weight, "weight");
+  const int64_t rows = x.size(0), in = x.size(1), out_features = weight.size(0);
+  if (epilogue != GemmEpilogue::none) {
+    ZT_CHECK(bias.defined() && bias.dim() == 1 && bias.size(0) == out_features && bias.dtype() == x.dtype(), api,
+             "epilogue ", epilogue_name(epilogue), " needs bias [", out_features, "] ", dtype_name(x.dtype()),
+             ", got ", bias.describe());
+    check_same_device(api, x, bias);
+    check_contiguous(api, bias, "bias");
+  }
+  ZT_CHECK(pre_gelu == nullptr || epilogue == GemmEpilogue::bias_gelu, api,
+           "pre_gelu is an output of the bias_gelu epilogue only");
+  ZT_CHECK(in > 0, api, "needs at least one input feature, got x ", x.describe());
+  Tensor y = empty({rows, out_features}, x.dtype(), x.device());
+  GemmArgs args;
+  args.dtype = x.dtype();
+  args.m = rows;
+  args.n = out_features;
+  args.k = in;
+  args.transpose_b = true;
+  args.epilogue = epilogue;
+  args.bias = epilogue != GemmEpilogue::none ? bias.raw_data() : nullptr;
+  if (pre_gelu != nullptr) {
+    *pre_gelu = empty({rows, out_features}, x.dtype(), x.device());
+    args.pre_gelu = pre_gelu->raw_data();
+  }
+  gemm(args, x.raw_data(), weight.raw_data(), y.raw_data(), device, current_stream(device));
+  return y;
+}
+
+}  // namespace zt::cuda
+
+namespace zt {
+
+namespace {
+struct MatrixDims {
+  int64_t batch, rows, cols;
+};
+MatrixDims matrix_dims(const char* name, const Tensor& t) {
+  ZT_CHECK(t.dim() == 2 || t.dim() == 3, "gemm", name, " must be [rows, cols] or [batch, rows, cols], got ",
+           t.describe());
+  if (t.dim() == 2) return {1, t.size(0), t.size(1)};
+  return {t.size(0), t.size(1), t.size(2)};
+}
+}  // namespace
+
+Tensor CudaBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch,
+                         const Tensor& accumulate) const {
+  const char* api = "gemm";
+  const int device = cuda::cuda_device_of(api, a);
+  cuda::check_same_device(api, a, b);
+  ZT_CHECK(a.dtype() == b.dtype() && is_floating(a.dtype()), api, "needs two operands of one floating dtype, got a ",
+           a.describe(), ", b ", b.describe());
+  cuda::check_contiguous(api, a, "a");
+  cuda::check_contiguous(api, b, "b");
+  const MatrixDims da = matrix_dims("a", a), db = matrix_dims("b", b);
+  const int64_t m = transpose_a ? da.cols : da.rows, k = transpose_a ? da.rows : da.cols;
+  const int64_t kb = transpose_b ? db.cols : db.rows, n = transpose_b ? db.rows : db.cols;
+  ZT_CHECK(k == kb, api, "inner dimensions differ: a is ", a.describe(), transpose_a ? " (transposed)" : "", ", b is ",
+           b.describe(), transpose_b ? " (transposed)" : "");
+  ZT_CHECK(batch >= 1 && (da.batch == batch || da.batch == 1) && (db.batch == batch || db.batch == 1), api,
+           "batch ", batch, " does not match a ", a.describe(), " and b ", b.describe(), " (each needs batch or 1)");
+  Tensor out = empty({batch, m, n}, a.dtype(), a.device());
+  if (out.numel() == 0) return out;
+  double beta = 0.0;
+  if (accumulate.defined()) {
+    cuda::check_same_device(api, a, accumulate);
+    ZT_CHECK(accumulate.numel() == out.numel() && accumulate.is_contiguous(), api, "accumulate must be contiguous with ",
+             batch * m * n, " elements (out is [", batch, ", ", m, ", ", n, "]), got ", accumulate.describe());
+    Tensor start = make_view(accumulate, out.shape(), contiguous_strides(out.shape()), accumulate.offset());
+    copy_strided(start, out);  // casts when accumulate has another dtype
+    beta = 1.0;
+  }
+  if (k == 0) {  // an empty inner dimension: the product is zero
+    if (!accumulate.defined())
+      ZT_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), cuda::current_stream(device)));
+    return out;
+  }
+  cuda::GemmArgs args;
+  args.dtype = a.dtype();
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.transpose_a = transpose_a;
+  args.transpose_b = transpose_b;
+  args.beta = beta;
+  if (batch > 1 && da.batch == batch && db.batch == 1 && !transpose_a) {
+    args.m = batch * m;  // a shared b: one tall product (Note [Matmul operands] in core/ops/matmul.cpp)
+  } else {
+    args.batch = batch;
+    args.stride_a = da.batch == 1 ? 0 : m * k;
+    args.stride_b = db.batch == 1 ? 0 : k * n;
+    args.stride_out = m * n;
+  }
+  cuda::gemm(args, a.raw_data(), b.raw_data(), out.raw_data(), device, cuda::current_stream(device));
+  return out;
+}
+
+}  // namespace zt

@@ -1,0 +1,126 @@
+// softmax and log_softmax over the last dim of [rows, C], forward and backward.
+//
+// Why this shape: one block per row, so any C (10 classes or a 50k vocabulary) is one launch
+// with full rows per block. The forward reads the row once for an online max-and-sum (merged
+// across threads with warp shuffles, then across warps through shared memory) and once more to
+// write; the backward reads its two inputs once for the row's dot product and once to write.
+// Rows whose bytes are 16-byte aligned are walked in 16-byte packs; others element by element.
+#pragma once
+
+#include "kernels/cuda/common.cuh"
+
+namespace zt::cuda {
+
+// Calls f(a[i], b[i]) (as f32) for this thread's elements of a row of c elements; b may be null
+// (then f sees 0). kVec walks 16-byte packs.
+template <bool kVec, typename T, typename F>
+__device__ __forceinline__ void for_each_in_row(const T* a, const T* b, int64_t c, F&& f) {
+  if constexpr (kVec) {
+    constexpr int N = Pack16<T>::kSize;
+    for (int64_t p = threadIdx.x; p < c / N; p += blockDim.x) {
+      const Pack16<T> pa = load_pack(a + p * N);
+      Pack16<T> pb;
+      if (b != nullptr) pb = load_pack(b + p * N);
+#pragma unroll
+      for (int k = 0; k < N; ++k)
+        f(static_cast<float>(to_acc(pa.v[k])), b != nullptr ? static_cast<float>(to_acc(pb.v[k])) : 0.0f);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x)
+      f(static_cast<float>(to_acc(a[i])), b != nullptr ? static_cast<float>(to_acc(b[i])) : 0.0f);
+  }
+}
+
+// out[i] = f(a[i], b[i]) for this thread's elements (the ones for_each_in_row visits); b may be null.
+template <bool kVec, typename T, typename F>
+__device__ __forceinline__ void map_row(const T* a, const T* b, T* out, int64_t c, F&& f) {
+  if constexpr (kVec) {
+    constexpr int N = Pack16<T>::kSize;
+    for (int64_t p = threadIdx.x; p < c / N; p += blockDim.x) {
+      const Pack16<T> pa = load_pack(a + p * N);
+      Pack16<T> pb;
+      if (b != nullptr) pb = load_pack(b + p * N);
+      Pack16<T> po;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float vb = b != nullptr ? static_cast<float>(to_acc(pb.v[k])) : 0.0f;
+        po.v[k] = from_acc<T>(f(static_cast<float>(to_acc(pa.v[k])), vb));
+      }
+      store_pack(out + p * N, po);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < c; i += blockDim.x) {
+      const float vb = b != nullptr ? static_cast<float>(to_acc(b[i])) : 0.0f;
+      out[i] = from_acc<T>(f(static_cast<float>(to_acc(a[i])), vb));
+    }
+  }
+}
+
+template <typename T, bool kLog, bool kVec>
+__global__ void softmax_forward_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t c) {
+  __shared__ SoftmaxState scratch[32];
+  const T* xr = x + blockIdx.x * c;
+  T* yr = y + blockIdx.x * c;
+  SoftmaxState s{-INFINITY, 0.0f};
+  for_each_in_row<kVec>(xr, static_cast<const T*>(nullptr), c, [&](float v, float) { s = softmax_add(s, v); });
+  s = block_softmax_merge(s, scratch);
+  if constexpr (kLog) {
+    const float lse = s.max + logf(s.sum);
+    map_row<kVec>(xr, static_cast<const T*>(nullptr), yr, c, [&](float v, float) { return v - lse; });
+  } else {
+    const float inv = 1.0f / s.sum;
+    const float m = s.max;
+    map_row<kVec>(xr, static_cast<const T*>(nullptr), yr, c, [&](float v, float) { return expf(v - m) * inv; });
+  }
+}
+
+// softmax: dx = y (dy - sum(dy y)); log_softmax: dx = dy - exp(y) sum(dy).
+template <typename T, bool kLog, bool kVec>
+__global__ void softmax_backward_kernel(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+                                        int64_t c) {
+  __shared__ float scratch[32];
+  const int64_t off = blockIdx.x * c;
+  const T* dyr = dy + off;
+  const T* yr = y + off;
+  float acc = 0.0f;
+  if constexpr (kLog) {
+    for_each_in_row<kVec>(dyr, static_cast<const T*>(nullptr), c, [&](float g, float) { acc += g; });
+  } else {
+    for_each_in_row<kVec>(dyr, yr, c, [&](float g, float yv) { acc += g * yv; });
+  }
+  const float total = block_sum(acc, scratch);
+  map_row<kVec>(dyr, yr, dx + off, c,
+                [&](float g, float yv) { return kLog ? g - expf(yv) * total : yv * (g - total); });
+}
+
+// ---- launchers ----
+
+inline int softmax_threads(int64_t c) {
+  return static_cast<int>(std::clamp<int64_t>(round_up(static_cast<int>(std::min<int64_t>((c + 7) / 8, 1024)), 32), 32, 1024));
+}
+
+template <typename T, bool kLog>
+void launch_softmax_forward(const T* x, T* y, int64_t rows, int64_t c, cudaStream_t stream) {
+  if (rows == 0 || c == 0) return;
+  const bool vec = pack_aligned(c, sizeof(T), {x, y});
+  if (vec) {
+    softmax_forward_kernel<T, kLog, true><<<static_cast<unsigned>(rows), softmax_threads(c / Pack16<T>::kSize * 8), 0, stream>>>(x, y, c);
+  } else {
+    softmax_forward_kernel<T, kLog, false><<<static_cast<unsigned>(rows), softmax_threads(c), 0, stream>>>(x, y, c);
+  }
+  ZT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, bool kLog>
+void launch_softmax_backward(const T* dy, const T* y, T* dx, int64_t rows, int64_t c, cudaStream_t stream) {
+  if (rows == 0 || c == 0) return;
+  const bool vec = pack_aligned(c, sizeof(T), {dy, y, dx});
+  if (vec) {
+    softmax_backward_kernel<T, kLog, true><<<static_cast<unsigned>(rows), softmax_threads(c / Pack16<T>::kSize * 8), 0, stream>>>(dy, y, dx, c);
+  } else {
+    softmax_backward_kernel<T, kLog, false><<<static_cast<unsigned>(rows), softmax_threads(c), 0, stream>>>(dy, y, dx, c);
+  }
+  ZT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace zt::cuda

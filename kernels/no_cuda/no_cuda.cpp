@@ -1,0 +1,23 @@
+// The CUDA backend's stand-in for builds without a CUDA toolkit (ZT_CUDA=OFF or none found).
+#include "core/backend.h"
+#include "core/cuda_support.h"
+#include "core/error.h"
+
+namespace zt::cuda {
+
+namespace {
+[[noreturn]] void no_cuda(const char* api) {
+  ZT_FAIL(api, "zerotrain was built without CUDA; reconfigure with -DZT_CUDA=ON on a machine with the CUDA toolkit");
+}
+}  // namespace
+
+bool built_with_cuda() { return false; }
+int device_count() { return 0; }
+bool is_available() { return false; }
+Allocator& allocator(int) { no_cuda("cuda.allocator"); }
+const Backend& backend() { no_cuda("cuda.backend"); }
+std::string device_name(int) { no_cuda("cuda.device_name"); }
+void synchronize(int) { no_cuda("cuda.synchronize"); }
+std::string version_info() { return "CUDA: not built"; }
+
+}  // namespace zt::cuda

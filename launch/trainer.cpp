@@ -1,0 +1,345 @@
+#include "launch/trainer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "launch/checkpoint.h"
+#include "launch/data/embedded_corpus.h"
+#include "launch/data/loader.h"
+#include "launch/data/tokenizer.h"
+#include "launch/progress.h"
+#include "models/gpt.h"
+#include "models/hf_gpt2.h"
+#include "optim/loss_scaler.h"
+#include "optim/schedule.h"
+#include "parallel/zero/zero_engine.h"
+
+namespace zt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+DType compute_dtype_of(Precision p) {
+  switch (p) {
+    case Precision::f32: return DType::f32;
+    case Precision::bf16: return DType::bf16;
+    case Precision::fp16: return DType::f16;
+  }
+  return DType::f32;
+}
+
+std::unique_ptr<data::Tokenizer> make_tokenizer(const std::string& spec) {
+  if (spec == "byte" || spec.empty()) return std::make_unique<data::ByteTokenizer>();
+  // "gpt2:ENCODER_JSON,VOCAB_BPE" or a folder holding encoder.json and vocab.bpe.
+  std::string enc, bpe;
+  if (spec.starts_with("gpt2:")) {
+    const std::string rest = spec.substr(5);
+    const size_t comma = rest.find(',');
+    ZT_CHECK(comma != std::string::npos, "train", "data.tokenizer '", spec,
+             "': expected gpt2:ENCODER_JSON,VOCAB_BPE");
+    enc = rest.substr(0, comma);
+    bpe = rest.substr(comma + 1);
+  } else {
+    enc = (std::filesystem::path(spec) / "encoder.json").string();
+    bpe = (std::filesystem::path(spec) / "vocab.bpe").string();
+  }
+  return data::Gpt2BpeTokenizer::load(enc, bpe);
+}
+
+struct DataSources {
+  data::TokenSource train, val;
+  bool has_val = false;
+};
+
+DataSources open_data(const TrainConfig& cfg, const data::Tokenizer& tok) {
+  DataSources d;
+  const auto& dc = cfg.data();
+  if (dc.train() == "embedded:") {
+    auto corpus = data::open_embedded_corpus(tok);
+    d.train = std::move(corpus.train);
+    if (dc.val().empty() || dc.val() == "embedded:") {
+      d.val = std::move(corpus.val);
+      d.has_val = true;
+    }
+  } else {
+    d.train = data::TokenSource::from_glob(dc.train());
+  }
+  if (!dc.val().empty() && dc.val() != "embedded:") {
+    d.val = data::TokenSource::from_glob(dc.val());
+    d.has_val = true;
+  }
+  return d;
+}
+
+Tensor batch_tensor(const std::vector<int32_t>& tokens, int64_t B, int64_t T, Device device) {
+  return from_vector(tokens, {B, T}, device);
+}
+
+// The mean of a per-rank value over the group.
+double average(comm::Communicator& world, double value) {
+  if (world.size() == 1) return value;
+  Tensor t = full({1}, value, DType::f64, world.device());
+  world.all_reduce(t, comm::ReduceOp::avg)->wait();
+  return t.item();
+}
+
+class Run {
+ public:
+  Run(const TrainConfig& cfg, comm::Communicator& world, Device device)
+      : cfg_(cfg), world_(world), device_(device), rank0_(world.rank() == 0) {}
+
+  TrainOutcome execute();
+
+ private:
+  void say(const std::string& line) const {
+    if (rank0_) std::printf("%s\n", line.c_str()), std::fflush(stdout);
+  }
+  double evaluate(data::DataLoader& loader, int64_t micro_batches);
+  std::string sample(int64_t tokens, uint64_t seed);
+
+  const TrainConfig& cfg_;
+  comm::Communicator& world_;
+  Device device_;
+  bool rank0_;
+  std::unique_ptr<data::Tokenizer> tokenizer_;
+  std::unique_ptr<Gpt> model_;
+  std::unique_ptr<zero::ZeroEngine> engine_;
+  bool checkpointing_ = false;
+};
+
+double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
+  NoGradGuard no_grad;
+  const auto& c = model_->config();
+  const int64_t B = cfg_.train().micro_batch_size();
+  double total = 0;
+  for (int64_t i = 0; i < micro_batches; ++i) {
+    data::Batch b = loader.next();
+    engine_->begin_micro_batch(true);
+    Tensor loss = model_->forward_loss(*engine_, batch_tensor(b.inputs, B, c.seq_len, device_),
+                                       batch_tensor(b.targets, B, c.seq_len, device_), StepRng{}, false);
+    total += loss.item();
+  }
+  return average(world_, total / static_cast<double>(micro_batches));
+}
+
+std::string Run::sample(int64_t tokens, uint64_t seed) {
+  const std::vector<int32_t> prompt = tokenizer_->encode("The ");
+  std::vector<int32_t> out = model_->generate(*engine_, prompt, tokens, 0.8, 40, seed);
+  std::vector<int32_t> printable;
+  for (int32_t t : out)
+    if (t < tokenizer_->vocab_size() && t != tokenizer_->eot_token()) printable.push_back(t);
+  return "The " + tokenizer_->decode(printable);
+}
+
+TrainOutcome Run::execute() {
+  const auto& tc = cfg_.train();
+  const Precision precision_kind = precision(cfg_);
+  const DType cdt = compute_dtype_of(precision_kind);
+  ZT_CHECK(cfg_.parallel().tp() == 1 && cfg_.parallel().pp() == 1, "train",
+           "parallel.tp and parallel.pp > 1 are not supported by `zerotrain train` yet; use dp with ZeRO");
+  ZT_CHECK(!(device_.is_cpu() && cdt == DType::f16), "train", "precision.dtype fp16 needs a GPU; use f32 or bf16 on the CPU");
+
+  tokenizer_ = make_tokenizer(cfg_.data().tokenizer());
+  const GptDims dims = model_dims(cfg_);
+  ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,
+           ") is smaller than the tokenizer's vocabulary (", tokenizer_->vocab_size(), ", ", tokenizer_->name(), ")");
+  GptConfig mc = GptConfig::from_dims(dims, cdt, cfg_.model().dropout());
+  model_ = std::make_unique<Gpt>(mc, device_, tc.seed());
+  if (!cfg_.model().init_from().empty()) {
+    load_hf_gpt2(*model_, cfg_.model().init_from());
+    say("initialised from " + cfg_.model().init_from());
+  }
+
+  const int dp = world_.size();
+  AdamWConfig ac;
+  ac.lr = cfg_.optimizer().lr();
+  ac.beta1 = cfg_.optimizer().beta1();
+  ac.beta2 = cfg_.optimizer().beta2();
+  ac.eps = cfg_.optimizer().eps();
+  ac.weight_decay = cfg_.optimizer().weight_decay();
+  zero::ZeroConfig zc;
+  zc.stage = cfg_.parallel().zero_stage();
+  zc.compute_dtype = cdt;
+  zc.bucket_mb = cfg_.parallel().bucket_mb();
+  zc.offload_optimizer = cfg_.parallel().offload_optimizer();
+  engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(), world_, ac, zc);
+  checkpointing_ = activation_checkpointing(cfg_) != ActivationCheckpointing::none;
+
+  LossScalerConfig lsc;
+  lsc.enabled = precision_kind == Precision::fp16;
+  lsc.initial_scale = cfg_.precision().initial_loss_scale();
+  lsc.growth = cfg_.precision().loss_scale_growth_factor();
+  lsc.backoff = cfg_.precision().loss_scale_backoff();
+  lsc.growth_interval = cfg_.precision().loss_scale_growth_interval();
+  LossScaler scaler(lsc);
+
+  const int64_t B = tc.micro_batch_size(), T = mc.seq_len, accum = tc.grad_accumulation();
+  DataSources sources = open_data(cfg_, *tokenizer_);
+  data::DataLoaderConfig dlc;
+  dlc.batch_size = B;
+  dlc.seq_len = T;
+  dlc.rank = world_.rank();
+  dlc.world_size = dp;
+  dlc.seed = tc.seed();
+  dlc.vocab_size = tokenizer_->vocab_size();
+  data::DataLoader train_loader(std::move(sources.train), dlc);
+  std::unique_ptr<data::DataLoader> val_loader;
+  if (sources.has_val) val_loader = std::make_unique<data::DataLoader>(std::move(sources.val), dlc);
+
+  LrSchedule sched;
+  sched.kind = lr_schedule_kind(cfg_) == LrScheduleKind::linear     ? ScheduleKind::linear
+               : lr_schedule_kind(cfg_) == LrScheduleKind::constant ? ScheduleKind::constant
+                                                                    : ScheduleKind::warmup_cosine;
+  sched.lr = ac.lr;
+  sched.warmup_steps = cfg_.schedule().warmup_steps();
+  sched.total_steps = tc.steps();
+  sched.min_lr_ratio = cfg_.schedule().min_lr_ratio();
+
+  // Resume (Note [Checkpoint safety] in launch/checkpoint.h).
+  TrainingState state;
+  state.seed = tc.seed();
+  const auto& cc = cfg_.checkpoint();
+  std::optional<std::string> resume_from;
+  if (cc.resume() == "auto") {
+    resume_from = latest_checkpoint(cc.dir());
+  } else if (cc.resume() != "none") {
+    resume_from = cc.resume();
+  }
+  if (resume_from) {
+    state = load_checkpoint(*resume_from, *engine_, mc);
+    ZT_CHECK(state.seed == tc.seed(), "train", "checkpoint ", *resume_from, " was trained with train.seed ", state.seed,
+             ", this run has ", tc.seed(), "; resuming would not continue the same run");
+    scaler.restore(state.loss_scale > 0 ? state.loss_scale : scaler.scale(), state.loss_scale_clean_steps,
+                   state.loss_scale_skipped_steps);
+    train_loader.set_position(
+        {state.data_epoch, state.data_part_index, state.data_window_index, state.data_window_tokens});
+    say(fmt::format("resumed from {} at step {}", *resume_from, state.step));
+  }
+
+  const int64_t start_step = state.step;
+  const int64_t n_params = model_->num_parameters();
+  const double tokens_per_step = static_cast<double>(B * T * accum * dp);
+  const double flops = flops_per_token(n_params, mc.n_layer, T, mc.d_model);
+  const std::optional<double> peak = peak_flops(device_);
+  say(fmt::format("zerotrain: GPT {}L {}H {}C vocab {} (padded {}), {:.2f}M parameters | {} | {} | ZeRO-{} x dp {} | "
+                  "batch {} x {} tokens x {} micro-batches x {} ranks = {:.0f} tokens/step",
+                  mc.n_layer, mc.n_head, mc.d_model, mc.vocab_size, mc.padded_vocab, n_params / 1e6, device_.str(),
+                  precision_name(precision_kind), zc.stage, dp, B, T, accum, dp, tokens_per_step));
+  MetricsWriter metrics(rank0_ ? cfg_.logging().metrics_jsonl() : "");
+  Allocator& alloc = allocator_for(device_);
+  const auto& lc = cfg_.logging();
+
+  TrainOutcome outcome;
+  if (lc.sample_every() > 0 && start_step == 0) {
+    std::string text = sample(lc.sample_tokens(), tc.seed());
+    say("sample before training: " + text);
+    metrics.write_sample(0, text);
+  }
+
+  auto save = [&](int64_t step) {
+    state.step = step;
+    const data::DataPosition pos = train_loader.position();
+    state.data_epoch = pos.epoch;
+    state.data_part_index = pos.part_index;
+    state.data_window_index = pos.window_index;
+    state.data_window_tokens = pos.window_tokens;
+    state.loss_scale = scaler.scale();
+    state.loss_scale_clean_steps = scaler.clean_steps();
+    state.loss_scale_skipped_steps = scaler.skipped_steps();
+    std::filesystem::create_directories(cc.dir());
+    std::string path = save_checkpoint(cc.dir(), state, *engine_, mc, config_to_text(cfg_), world_, cc.keep_last());
+    say("checkpoint saved: " + path);
+    return path;
+  };
+
+  const auto run_start = Clock::now();
+  double window_seconds = 0;
+  int64_t window_steps = 0;
+  bool first_logged = false;
+  data::Batch batch;
+  for (int64_t step = start_step; step < tc.steps(); ++step) {
+    const auto step_start = Clock::now();
+    alloc.reset_peak_stats();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      engine_->begin_micro_batch(micro == accum - 1);
+      train_loader.next(batch);
+      StepRng rng{tc.seed(), static_cast<uint64_t>(step), static_cast<uint64_t>(micro)};
+      Tensor loss;
+      {
+        MemoryCategoryScope scope(MemoryCategory::activations);
+        loss = model_->forward_loss(*engine_, batch_tensor(batch.inputs, B, T, device_),
+                                    batch_tensor(batch.targets, B, T, device_), rng, true, checkpointing_);
+        backward(mul_scalar(loss, scaler.scale() / static_cast<double>(accum)));
+      }
+      engine_->end_backward();
+      loss_sum += loss.item();
+    }
+    const double lr = sched.at(step);
+    zero::StepResult r = engine_->step(lr, cfg_.optimizer().grad_clip(), scaler.scale());
+    scaler.update(!r.skipped);
+    state.tokens_seen += static_cast<int64_t>(tokens_per_step);
+    const double step_loss = average(world_, loss_sum / static_cast<double>(accum));
+    const double dt = seconds_since(step_start);
+    window_seconds += dt;
+    ++window_steps;
+    outcome.last_loss = step_loss;
+    if (!first_logged) {
+      outcome.first_loss = step_loss;
+      first_logged = true;
+    }
+    const int64_t done = step + 1;
+    if (done % std::max(1, lc.every()) == 0 || done == tc.steps() || done == start_step + 1) {
+      StepMetrics m;
+      m.step = done;
+      m.total_steps = tc.steps();
+      m.loss = step_loss;
+      m.lr = lr;
+      m.grad_norm = r.grad_norm;
+      m.skipped = r.skipped;
+      m.loss_scale = scaler.scale();
+      m.step_seconds = window_seconds / static_cast<double>(window_steps);
+      m.tokens_per_second = tokens_per_step / m.step_seconds;
+      if (peak) m.mfu = m.tokens_per_second / dp * flops / *peak;
+      const MemoryStats ms = alloc.stats();
+      m.memory_allocated = ms.total.current;
+      m.memory_peak = ms.total.peak;
+      m.eta_seconds = m.step_seconds * static_cast<double>(tc.steps() - done);
+      say(format_step_line(m));
+      metrics.write_step(m);
+      window_seconds = 0;
+      window_steps = 0;
+    }
+    const int val_every = cfg_.data().val_every();
+    if (val_loader && ((val_every > 0 && done % val_every == 0) || done == tc.steps())) {
+      val_loader->reset();
+      outcome.last_val_loss = evaluate(*val_loader, cfg_.data().val_steps());
+      say(fmt::format("step {} | val loss {:.4f}", done, outcome.last_val_loss));
+      metrics.write_eval(done, outcome.last_val_loss);
+    }
+    if (lc.sample_every() > 0 && (done % lc.sample_every() == 0 || done == tc.steps())) {
+      std::string text = sample(lc.sample_tokens(), tc.seed() + static_cast<uint64_t>(done));
+      say(fmt::format("sample at step {}: {}", done, text));
+      metrics.write_sample(done, text);
+    }
+    if (cc.every() > 0 && done % cc.every() == 0 && done != tc.steps()) save(done);
+    outcome.steps_done = done;
+  }
+  if (tc.steps() > 0 && !cc.dir().empty()) outcome.final_checkpoint = save(tc.steps());
+  say(fmt::format("done: {} steps in {}", tc.steps() - start_step, format_duration(seconds_since(run_start))));
+  return outcome;
+}
+
+}  // namespace
+
+TrainOutcome train(const TrainConfig& cfg, comm::Communicator& world, Device device) {
+  Run run(cfg, world, device);
+  return run.execute();
+}
+
+}  // namespace zt

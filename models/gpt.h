@@ -1,0 +1,109 @@
+// GPT-2 (Radford et al. 2019): pre-LayerNorm blocks, learned position embeddings, tanh GeLU, the
+// token embedding tied to the output head. The vocabulary is padded to a multiple of 128 for fast
+// matrix products; padded rows are never targets and are kept out of the softmax (valid_vocab).
+//
+// Parameters are grouped into units (Note [Units]): unit 0 holds the embeddings (wte, wpe), units
+// 1..n_layer the blocks, unit n_layer+1 the final norm. Data parallel buckets, ZeRO shards and
+// pipeline stages are all made of units. The model never owns how a unit's parameters reach the
+// computation: a ParameterSource hands them over (cast to the compute dtype in one process,
+// all-gathered under ZeRO-3, tensor-parallel shards under TP).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+#include "models/presets.h"
+
+namespace zt {
+
+struct GptConfig {
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t d_model = 128;
+  int64_t vocab_size = 256;    // the tokenizer's vocabulary
+  int64_t padded_vocab = 256;  // vocab_size rounded up to a multiple of 128 (or 1 for tiny vocabularies)
+  int64_t seq_len = 128;       // maximum context (rows of wpe)
+  double dropout = 0.0;
+  DType compute_dtype = DType::f32;  // f32, bf16 or f16; parameters stay f32 masters
+
+  int64_t head_dim() const { return d_model / n_head; }
+  void validate() const;  // throws naming the field: heads divide d_model, sizes positive, ...
+  static GptConfig from_dims(const GptDims& dims, DType compute_dtype, double dropout = 0.0);
+};
+
+struct Parameter {
+  std::string name;  // Hugging Face GPT-2 naming: wte.weight, h.3.attn.c_attn.weight, ...
+  Tensor tensor;     // f32 master (leaf, requires grad); [out, in] for linear weights
+  int unit = 0;      // Note [Units]
+  bool decay = true; // AdamW weight decay (matrices yes; biases, norms and embeddings' ... see gpt.cpp)
+};
+
+// Note [Units]. Where a unit's compute parameters come from.
+class ParameterSource {
+ public:
+  virtual ~ParameterSource() = default;
+  // The unit's parameters, in the model's order for that unit, ready for compute (compute dtype,
+  // on the compute device, differentiable back to whatever the source keeps).
+  virtual std::vector<Tensor> acquire(int unit) = 0;
+  // The forward of the unit is done with them (ZeRO-3 frees the gathered copy here).
+  virtual void release(int unit) {}
+  // The model passes each unit's output through here. ZeRO-3 attaches a node whose backward runs
+  // before any of the unit's own backward nodes, and gathers the unit's parameters again there.
+  virtual Tensor unit_output(int unit, const Tensor& out) { return out; }
+};
+
+// Dropout randomness for one forward: sites draw from (seed, a distinct offset range), so a
+// recomputation (activation checkpointing) with the same StepRng replays the same masks.
+struct StepRng {
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  uint64_t micro_batch = 0;
+  uint64_t site_seed(int64_t unit, int64_t site) const;
+};
+
+class Gpt {
+ public:
+  // Creates f32 parameters on `device`, initialised as GPT-2: N(0, 0.02), residual projections
+  // N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1. Deterministic in `seed`.
+  Gpt(GptConfig config, Device device, uint64_t seed);
+
+  const GptConfig& config() const { return config_; }
+  std::vector<Parameter>& parameters() { return params_; }
+  const std::vector<Parameter>& parameters() const { return params_; }
+  int num_units() const { return static_cast<int>(config_.n_layer) + 2; }
+  std::vector<int> unit_parameter_indices(int unit) const;
+  int64_t num_parameters() const;
+  Parameter& find(const std::string& name);
+
+  // The default source: the f32 masters cast to compute_dtype (differentiable).
+  std::unique_ptr<ParameterSource> local_source();
+
+  // Unit-level forward pieces (pipeline stages run a range of them).
+  Tensor embed(ParameterSource& src, const Tensor& ids, const StepRng& rng, bool training);        // [B,T] -> [B,T,C]
+  Tensor block(ParameterSource& src, int layer, const Tensor& x, const StepRng& rng, bool training); // [B,T,C]
+  Tensor final_norm(ParameterSource& src, const Tensor& x);                                         // [B,T,C]
+  Tensor logits(ParameterSource& src, const Tensor& x_normed);                                      // [B,T,Vp]
+  // Mean cross-entropy of the next-token targets [B,T] (i32/i64; -100 ignored) over the true vocabulary.
+  Tensor loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets);
+
+  // Whole model, one process. activation_checkpointing recomputes each block in backward.
+  Tensor forward_logits(ParameterSource& src, const Tensor& ids);
+  Tensor forward_loss(ParameterSource& src, const Tensor& ids, const Tensor& targets, const StepRng& rng,
+                      bool training, bool activation_checkpointing = false);
+
+  // Autoregressive sampling (top-k, temperature) for progress output; no gradients. Under ZeRO-3
+  // every rank must call it (the source gathers parameters); the draws are the same on every rank.
+  std::vector<int32_t> generate(ParameterSource& src, const std::vector<int32_t>& prompt, int64_t new_tokens, double temperature,
+                                int64_t top_k, uint64_t seed);
+
+ private:
+  Tensor& add_param(const std::string& name, const Shape& shape, int unit, bool decay);
+  GptConfig config_;
+  Device device_;
+  std::vector<Parameter> params_;
+};
+
+}  // namespace zt

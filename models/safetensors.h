@@ -1,0 +1,33 @@
+// safetensors files (Hugging Face's format): an 8-byte little-endian header length, a JSON header
+// {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then the raw data.
+// Reading validates every offset against the file size; writing goes to "<path>.tmp" and is
+// renamed into place only when complete.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace zt {
+
+struct SafetensorsFile {
+  std::map<std::string, Tensor> tensors;  // on the CPU
+  std::map<std::string, std::string> metadata;
+  std::vector<std::string> order;  // names in file order
+
+  const Tensor& at(const std::string& name) const;  // throws naming the file's tensors when missing
+};
+
+SafetensorsFile read_safetensors(const std::string& path);
+// The bytes of a safetensors file holding these tensors (any device; copied to the host), in order.
+std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
+// Writes bytes to path atomically: "<path>.tmp", flushed and checked, then renamed.
+void write_file_atomically(const std::string& path, const std::string& bytes);
+// serialize_safetensors + write_file_atomically.
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace zt

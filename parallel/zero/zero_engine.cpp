@@ -1,0 +1,433 @@
+#include "parallel/zero/zero_engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/backend.h"
+#include "optim/clip.h"
+
+namespace zt::zero {
+
+struct ZeroEngine::Unit {
+  UnitLayout layout;
+  int shard_rank = 0;
+  std::shared_ptr<Storage> full_storage;  // compute dtype, layout.padded elements
+  Tensor full;                            // [padded] over full_storage
+  Tensor compute_shard;                   // [shard]: own storage under stage 3, else a view of full
+  Tensor master, exp_avg, exp_avg_sq;     // f32 [shard]; master may alias compute_shard
+  bool master_aliases_compute = false;
+  Tensor grad_full;                       // [padded], compute dtype (stages 2-3: only while reducing)
+  Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3)
+  std::vector<ShardSegment> segments;
+  int ready = 0;                          // parameters whose gradient arrived this micro-batch
+  bool grads_done = false;                // this micro-batch's gradient is complete (and reduced)
+  bool gathered = false;                  // stage 3: full holds memory
+  comm::WorkPtr gather_work, reduce_work;
+  int bucket = -1;
+};
+
+struct ZeroEngine::Bucket {
+  std::vector<int> units;
+  Tensor buffer;
+  int ready_units = 0;
+  comm::WorkPtr work;
+};
+
+namespace {
+
+Tensor own_slice(const Tensor& flat, int64_t shard, int rank) { return narrow(flat, 0, rank * shard, shard); }
+
+// Note [ZeRO-3 gather and release]: the identity node on a unit's output. Its backward runs before
+// any backward node of the unit (they consume its gradient), so the unit is gathered just in time.
+class GatherBeforeBackward final : public Node {
+ public:
+  GatherBeforeBackward(std::function<void()> gather) : gather_(std::move(gather)) {}
+  std::string name() const override { return "ZeroGatherBeforeBackward"; }
+  std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
+    gather_();
+    return {grads[0]};
+  }
+
+ private:
+  std::function<void()> gather_;
+};
+
+}  // namespace
+
+ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Communicator& dp, AdamWConfig adamw,
+                       ZeroConfig config)
+    : params_(params), dp_(dp), adamw_(adamw), config_(config) {
+  ZT_CHECK(config_.stage >= 0 && config_.stage <= 3, "zero", "stage must be 0, 1, 2 or 3, got ", config_.stage);
+  ZT_CHECK(!params_.empty(), "zero", "no parameters");
+  ZT_CHECK(is_floating(config_.compute_dtype) && config_.compute_dtype != DType::f64, "zero",
+           "compute dtype must be f32, bf16 or f16, got ", dtype_name(config_.compute_dtype));
+  device_ = params_[0].tensor.device();
+  ZT_CHECK(dp_.device() == device_, "zero", "parameters are on ", device_.str(), " but the data-parallel group is on ",
+           dp_.device().str());
+  const int dp_size = config_.stage == 0 ? 1 : dp_.size();
+  const int shard_rank = config_.stage == 0 ? 0 : dp_.rank();
+  const DType cdt = config_.compute_dtype;
+  const Device master_device = config_.offload_optimizer ? Device::cpu() : device_;
+
+  unit_of_param_.assign(params_.size(), -1);
+  index_in_unit_.assign(params_.size(), -1);
+  std::vector<std::vector<int>> members(static_cast<size_t>(num_units));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const int u = params_[i].unit;
+    ZT_CHECK(u >= 0 && u < num_units, "zero", "parameter '", params_[i].name, "' has unit ", u, ", outside [0, ",
+             num_units, ")");
+    ZT_CHECK(params_[i].tensor.device() == device_, "zero", "parameter '", params_[i].name, "' is on ",
+             params_[i].tensor.device().str(), ", others on ", device_.str());
+    unit_of_param_[i] = u;
+    index_in_unit_[i] = static_cast<int>(members[static_cast<size_t>(u)].size());
+    members[static_cast<size_t>(u)].push_back(static_cast<int>(i));
+  }
+
+  NoGradGuard no_grad;
+  for (int u = 0; u < num_units; ++u) {
+    std::vector<int64_t> sizes;
+    for (int i : members[static_cast<size_t>(u)]) sizes.push_back(params_[static_cast<size_t>(i)].tensor.numel());
+    auto unit = std::make_unique<Unit>();
+    unit->layout = make_unit_layout(u, members[static_cast<size_t>(u)], sizes, dp_size);
+    unit->shard_rank = shard_rank;
+    unit->segments = unit->layout.segments(shard_rank);
+    const UnitLayout& L = unit->layout;
+
+    MemoryCategoryScope param_scope(MemoryCategory::parameters);
+    unit->full = zeros({L.padded}, cdt, device_);
+    unit->full_storage = unit->full.storage();
+    for (size_t k = 0; k < L.params.size(); ++k) {
+      Tensor dst = narrow(unit->full, 0, L.offsets[k], L.sizes[k]);
+      copy_(dst, reshape(params_[static_cast<size_t>(L.params[k])].tensor.detach(), {L.sizes[k]}));
+    }
+    if (config_.stage == 3) {
+      unit->compute_shard = clone(own_slice(unit->full, L.shard, shard_rank));
+    } else {
+      unit->compute_shard = own_slice(unit->full, L.shard, shard_rank);
+    }
+    unit->master_aliases_compute = cdt == DType::f32 && !config_.offload_optimizer;
+    {
+      MemoryCategoryScope scope(MemoryCategory::optimizer);
+      if (unit->master_aliases_compute) {
+        unit->master = unit->compute_shard;
+      } else {
+        unit->master = empty({L.shard}, DType::f32, master_device);
+        copy_(unit->master, unit->compute_shard);
+      }
+      unit->exp_avg = zeros({L.shard}, DType::f32, master_device);
+      unit->exp_avg_sq = zeros({L.shard}, DType::f32, master_device);
+    }
+    {
+      MemoryCategoryScope scope(MemoryCategory::gradients);
+      if (config_.stage >= 2) unit->grad_shard = zeros({L.shard}, cdt, device_);
+    }
+    // Repoint each parameter at its place in the flat buffer (Note [Units]).
+    for (size_t k = 0; k < L.params.size(); ++k) {
+      TensorImpl& impl = params_[static_cast<size_t>(L.params[k])].tensor.impl();
+      impl.storage = unit->full_storage;
+      impl.offset = L.offsets[k];
+      impl.strides = contiguous_strides(impl.shape);
+      impl.dtype = cdt;
+      impl.grad.reset();
+    }
+    if (config_.stage == 3) {
+      unit->full = Tensor();  // only the storage is kept; views are made on use
+      unit->full_storage->release_memory();
+    }
+    units_.push_back(std::move(unit));
+  }
+  // Gradient buffers: stage 0 groups units into all-reduce buckets in backward order (last unit
+  // first); stage 1 keeps one full buffer per unit.
+  {
+    MemoryCategoryScope scope(MemoryCategory::gradients);
+    if (config_.stage == 0) {
+      const double bucket_bytes = std::max(1.0, config_.bucket_mb * 1024 * 1024);
+      auto bucket = std::make_unique<Bucket>();
+      double bytes = 0;
+      for (int u = num_units - 1; u >= 0; --u) {
+        bucket->units.push_back(u);
+        bytes += static_cast<double>(units_[static_cast<size_t>(u)]->layout.padded * dtype_size(cdt));
+        if (bytes >= bucket_bytes || u == 0) {
+          buckets_.push_back(std::move(bucket));
+          bucket = std::make_unique<Bucket>();
+          bytes = 0;
+        }
+      }
+      for (size_t b = 0; b < buckets_.size(); ++b) {
+        Bucket& bk = *buckets_[b];
+        int64_t total = 0;
+        for (int u : bk.units) total += units_[static_cast<size_t>(u)]->layout.padded;
+        bk.buffer = zeros({total}, cdt, device_);
+        int64_t off = 0;
+        for (int u : bk.units) {
+          Unit& U = *units_[static_cast<size_t>(u)];
+          U.bucket = static_cast<int>(b);
+          U.grad_full = narrow(bk.buffer, 0, off, U.layout.padded);
+          U.grad_shard = U.grad_full;
+          off += U.layout.padded;
+        }
+      }
+    } else if (config_.stage == 1) {
+      for (auto& U : units_) {
+        U->grad_full = zeros({U->layout.padded}, cdt, device_);
+        U->grad_shard = own_slice(U->grad_full, U->layout.shard, U->shard_rank);
+      }
+    }
+  }
+
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& t = params_[i].tensor;
+    t.impl().grad_ready_hooks.clear();
+    t.register_grad_ready_hook([this, i](const Tensor& g) { on_grad_ready(static_cast<int>(i), g); });
+  }
+}
+
+ZeroEngine::~ZeroEngine() {
+  try {
+    drain_reductions(0);
+    for (auto& U : units_) U->gather_work.reset();
+  } catch (...) {
+  }
+  for (Parameter& p : params_)
+    if (p.tensor.defined()) p.tensor.impl().grad_ready_hooks.clear();
+}
+
+// ---- forward: parameters on demand --------------------------------------------------------------
+
+std::vector<Tensor> ZeroEngine::acquire(int unit) {
+  ZT_CHECK(unit >= 0 && unit < static_cast<int>(units_.size()), "zero", "unit ", unit, " out of range");
+  if (config_.stage == 3) {
+    gather(unit, /*wait=*/true);
+    // Prefetch the unit the forward needs next: the following one, and the tied embedding (unit 0)
+    // again after the last; not after the head's second use of unit 0.
+    const int n = static_cast<int>(units_.size());
+    if (config_.prefetch && !in_backward_) {
+      if (unit + 1 < n && unit + 1 > forward_progress_) gather(unit + 1, /*wait=*/false);
+      if (unit == n - 1) gather(0, /*wait=*/false);
+    }
+    forward_progress_ = std::max(forward_progress_, unit);
+  }
+  std::vector<Tensor> out;
+  for (int i : units_[static_cast<size_t>(unit)]->layout.params) out.push_back(params_[static_cast<size_t>(i)].tensor);
+  return out;
+}
+
+void ZeroEngine::release(int unit) {
+  if (config_.stage == 3) free_gathered(unit);
+}
+
+Tensor ZeroEngine::unit_output(int unit, const Tensor& out) {
+  if (config_.stage != 3 || !needs_grad({&out})) return out;
+  auto node = std::make_shared<GatherBeforeBackward>([this, unit] {
+    in_backward_ = true;
+    gather(unit, true);
+    // Prefetch the unit whose backward comes next: the one before in forward order, skipping
+    // units whose gradients are already complete (the tied embedding is used at both ends).
+    const int n = static_cast<int>(units_.size());
+    const int prev = unit == 0 ? n - 1 : unit - 1;
+    if (config_.prefetch && !units_[static_cast<size_t>(prev)]->grads_done) gather(prev, false);
+  });
+  Tensor y = out.detach();
+  record(node, {out}, {&y});
+  return y;
+}
+
+void ZeroEngine::gather(int unit, bool wait) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (!U.gathered) {
+    U.full_storage->acquire_memory();
+    U.full = make_view(params_[static_cast<size_t>(U.layout.params[0])].tensor, {U.layout.padded}, {1}, 0);
+    U.gather_work = dp_.all_gather(U.compute_shard, U.full);
+    U.gathered = true;
+  }
+  if (wait) wait_gather(unit);
+}
+
+void ZeroEngine::wait_gather(int unit) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (U.gather_work) {
+    U.gather_work->wait();
+    U.gather_work.reset();
+  }
+}
+
+void ZeroEngine::free_gathered(int unit) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (!U.gathered) return;
+  wait_gather(unit);
+  U.full = Tensor();
+  U.full_storage->release_memory();
+  U.gathered = false;
+}
+
+// ---- backward: gradients as they become ready -------------------------------------------------
+
+void ZeroEngine::begin_micro_batch(bool last) {
+  last_micro_batch_ = last;
+  in_backward_ = false;
+  forward_progress_ = -1;
+  for (auto& U : units_) {
+    U->ready = 0;
+    U->grads_done = false;
+  }
+}
+
+Tensor ZeroEngine::full_grad(int unit) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (!U.grad_full.defined()) {
+    MemoryCategoryScope scope(MemoryCategory::gradients);
+    U.grad_full = zeros({U.layout.padded}, config_.compute_dtype, device_);
+  }
+  return U.grad_full;
+}
+
+void ZeroEngine::on_grad_ready(int param, const Tensor& grad) {
+  const int u = unit_of_param_[static_cast<size_t>(param)];
+  Unit& U = *units_[static_cast<size_t>(u)];
+  const int k = index_in_unit_[static_cast<size_t>(param)];
+  Tensor dst = narrow(full_grad(u), 0, U.layout.offsets[static_cast<size_t>(k)], U.layout.sizes[static_cast<size_t>(k)]);
+  Tensor g = reshape(grad, {U.layout.sizes[static_cast<size_t>(k)]});
+  if (config_.stage <= 1) {
+    add_(dst, g);  // accumulates across micro-batches until the step
+  } else {
+    copy_(dst, g);  // a fresh full gradient every micro-batch
+  }
+  params_[static_cast<size_t>(param)].tensor.zero_grad();  // the flat buffer holds it now
+  if (++U.ready == static_cast<int>(U.layout.params.size())) on_unit_ready(u);
+}
+
+void ZeroEngine::on_unit_ready(int unit) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  U.grads_done = true;
+  if (config_.stage == 0) {
+    Bucket& b = *buckets_[static_cast<size_t>(U.bucket)];
+    if (++b.ready_units == static_cast<int>(b.units.size())) {
+      b.ready_units = 0;
+      if (last_micro_batch_) b.work = dp_.all_reduce(b.buffer, comm::ReduceOp::avg);
+    }
+    return;
+  }
+  if (config_.stage == 1 && !last_micro_batch_) return;
+  U.reduce_work = dp_.reduce_scatter(U.grad_full, own_slice(U.grad_full, U.layout.shard, U.shard_rank),
+                                     comm::ReduceOp::avg);
+  reducing_.push_back(unit);
+  if (config_.stage == 3) free_gathered(unit);  // every use of its parameters in backward is done
+  if (config_.stage >= 2) drain_reductions(static_cast<size_t>(std::max(1, config_.max_reductions_in_flight)));
+}
+
+void ZeroEngine::finalize_reduction(int unit) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (U.reduce_work) {
+    U.reduce_work->wait();
+    U.reduce_work.reset();
+  }
+  if (config_.stage >= 2) {
+    add_(U.grad_shard, own_slice(U.grad_full, U.layout.shard, U.shard_rank));
+    U.grad_full = Tensor();
+  }
+}
+
+void ZeroEngine::drain_reductions(size_t keep) {
+  while (reducing_.size() > keep) {
+    finalize_reduction(reducing_.front());
+    reducing_.pop_front();
+  }
+}
+
+void ZeroEngine::end_backward() {
+  // Units some of whose parameters got no gradient (unused in this micro-batch) still take part:
+  // every rank walks the same graph, so every rank reaches the same decision (Note [Grad-ready order]).
+  for (size_t u = 0; u < units_.size(); ++u) {
+    Unit& U = *units_[u];
+    if (U.grads_done) continue;
+    full_grad(static_cast<int>(u));
+    on_unit_ready(static_cast<int>(u));
+  }
+  if (config_.stage == 3)
+    for (size_t u = 0; u < units_.size(); ++u) free_gathered(static_cast<int>(u));
+  if (!last_micro_batch_) return;
+  for (auto& b : buckets_)
+    if (b->work) {
+      b->work->wait();
+      b->work.reset();
+    }
+  drain_reductions(0);
+}
+
+// ---- the optimizer step ------------------------------------------------------------------------
+
+StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) {
+  ZT_CHECK(reducing_.empty(), "zero", "step() before end_backward() of the last micro-batch");
+  NoGradGuard no_grad;
+  double local = 0;
+  for (auto& U : units_) local += backend_for(device_).sum_squares(U->grad_shard);
+  double total = local;
+  if (config_.stage >= 1 && dp_.size() > 1) {
+    Tensor t = full({1}, local, DType::f64, dp_.device());
+    dp_.all_reduce(t, comm::ReduceOp::sum)->wait();
+    total = t.item();
+  }
+  StepResult result;
+  result.grad_norm = std::sqrt(total) / loss_scale;
+  result.skipped = !std::isfinite(result.grad_norm);
+  if (!result.skipped) {
+    const double grad_scale = clip_scale(result.grad_norm, max_grad_norm) / loss_scale;
+    ++step_;
+    for (auto& U : units_) {
+      Tensor g = U->grad_shard;
+      if (g.dtype() != DType::f32 || g.device() != U->master.device()) g = to(to(g, DType::f32), U->master.device());
+      const Backend& be = backend_for(U->master.device());
+      for (const ShardSegment& s : U->segments) {
+        const int64_t n = s.shard_end - s.shard_begin;
+        Tensor p = narrow(U->master, 0, s.shard_begin, n), m = narrow(U->exp_avg, 0, s.shard_begin, n),
+               v = narrow(U->exp_avg_sq, 0, s.shard_begin, n);
+        AdamWArgs args;
+        args.lr = lr;
+        args.beta1 = adamw_.beta1;
+        args.beta2 = adamw_.beta2;
+        args.eps = adamw_.eps;
+        args.weight_decay = params_[static_cast<size_t>(s.param)].decay ? adamw_.weight_decay : 0.0;
+        args.step = step_;
+        args.grad_scale = grad_scale;
+        be.adamw_step(p, narrow(g, 0, s.shard_begin, n), m, v, args);
+      }
+    }
+    write_back_parameters();
+  }
+  for (auto& U : units_) fill_(U->grad_shard, 0.0);
+  if (config_.stage == 1)
+    for (auto& U : units_) fill_(U->grad_full, 0.0);
+  return result;
+}
+
+void ZeroEngine::write_back_parameters() {
+  NoGradGuard no_grad;
+  std::vector<comm::WorkPtr> gathers;
+  for (auto& U : units_) {
+    if (!U->master_aliases_compute) copy_(U->compute_shard, U->master);
+    if (config_.stage == 1 || config_.stage == 2) gathers.push_back(dp_.all_gather(U->compute_shard, U->full));
+  }
+  for (auto& w : gathers) w->wait();
+}
+
+void ZeroEngine::sync_parameters_from_masters() { write_back_parameters(); }
+
+std::vector<ZeroEngine::ShardState> ZeroEngine::shard_states() {
+  std::vector<ShardState> out;
+  for (auto& U : units_) out.push_back({U->master, U->exp_avg, U->exp_avg_sq});
+  return out;
+}
+
+ModelStateBytes ZeroEngine::model_state_bytes() const {
+  ModelStateBytes b;
+  const int64_t cs = static_cast<int64_t>(dtype_size(config_.compute_dtype));
+  for (const auto& U : units_) {
+    const UnitLayout& L = U->layout;
+    b.parameters += (config_.stage == 3 ? L.shard : L.padded) * cs;
+    b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;
+    b.optimizer += L.shard * 4 * (U->master_aliases_compute ? 2 : 3);
+  }
+  return b;
+}
+
+}  // namespace zt::zero

@@ -1,0 +1,45 @@
+# Shared by scripts/test and scripts/demo: install missing system packages, configure and build.
+
+ZT_APT_PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libopenmpi-dev openmpi-bin
+                 libprotobuf-dev protobuf-compiler libgtest-dev nlohmann-json3-dev libcli11-dev libfmt-dev)
+
+zt_missing_packages() {
+  local missing=()
+  for p in "${ZT_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  echo "${missing[@]:-}"
+}
+
+zt_install_dependencies() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "[setup] not a Debian/Ubuntu system: install ${ZT_APT_PACKAGES[*]} (or equivalents) yourself" >&2
+    return 0
+  fi
+  local missing
+  missing=$(zt_missing_packages)
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "[setup] installing: $missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "[setup] missing packages: $missing" >&2
+    echo "[setup] run: sudo apt-get install -y $missing" >&2
+    exit 1
+  fi
+}
+
+zt_configure_and_build() {
+  local build_dir=$1
+  local jobs=${JOBS:-$(nproc)}
+  local launcher=()
+  command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  local generator=()
+  command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+  if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+    cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DZT_CUDA="${ZT_CUDA:-AUTO}" \
+      -DZT_WERROR="${ZT_WERROR:-OFF}" "${launcher[@]}" ${ZT_CMAKE_ARGS:-}
+  fi
+  cmake --build "$build_dir" -j "$jobs"
+}
