@@ -27,7 +27,9 @@ class AccumulateGrad final : public Node {
     Tensor incoming = g.dtype() == leaf.dtype() ? g : to(g, leaf.dtype());
     ZT_ASSERT(incoming.shape() == leaf.shape(), "gradient ", incoming.describe(), " for leaf ", leaf.describe());
     Tensor current = leaf.grad();
-    leaf.set_grad(current.defined() ? add(current, incoming) : contiguous(incoming));
+    // Always fresh memory: an incoming gradient may alias another leaf's or be a view into a
+    // larger buffer, and .grad is updated in place later (clipping, data-parallel hooks).
+    leaf.set_grad(current.defined() ? add(current, incoming) : clone(incoming));
     Tensor complete = leaf.grad();
     for (const GradHook& hook : leaf_->grad_ready_hooks) hook(complete);
     return {};

@@ -1,6 +1,7 @@
 // Where a tensor lives: a runtime value, cpu or cuda:N.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 

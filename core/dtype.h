@@ -3,6 +3,7 @@
 // hardware does, so CPU and GPU produce the same bits for the same float.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -72,12 +73,29 @@ inline float to_compute<f16>(f16 v) {
   return f16_to_float(v);
 }
 
+// Narrows to f32 rounding to odd (truncate, then set the last bit when inexact), so that a second
+// rounding to bf16 or f16 gives the correctly rounded result of the original value.
+template <typename C>
+inline float to_float_round_to_odd(C v) {
+  float f = static_cast<float>(v);
+  if constexpr (std::is_same_v<C, double>) {
+    if (static_cast<double>(f) != v && std::isfinite(f)) {
+      if (std::fabs(static_cast<double>(f)) > std::fabs(v)) f = std::nextafter(f, 0.0f);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      u |= 1u;
+      std::memcpy(&f, &u, 4);
+    }
+  }
+  return f;
+}
+
 template <typename T, typename C>
 inline T from_compute(C v) {
   if constexpr (std::is_same_v<T, bf16>) {
-    return float_to_bf16(static_cast<float>(v));
+    return float_to_bf16(to_float_round_to_odd(v));
   } else if constexpr (std::is_same_v<T, f16>) {
-    return float_to_f16(static_cast<float>(v));
+    return float_to_f16(to_float_round_to_odd(v));
   } else {
     return static_cast<T>(v);
   }

@@ -180,19 +180,22 @@ std::vector<std::string> enclosing_fields(std::string_view text, size_t offset) 
 }
 
 // The enum field whose value the error at offset is in ("preset" in "model { preset: 124M }"): the
-// identifier before the nearest ':' on the same line; nullptr when that is not an enum field.
-const pb::FieldDescriptor* enum_field_before(std::string_view text, size_t offset) {
+// identifier before the nearest ':' on the same line, as "model.preset: custom, tiny, ..."; empty
+// when that is not an enum field.
+std::string enum_field_before(std::string_view text, size_t offset) {
   size_t colon = std::min(offset, text.size());
   while (colon > 0 && text[colon - 1] != ':' && text[colon - 1] != '\n') --colon;
-  if (colon == 0 || text[colon - 1] != ':') return nullptr;
+  if (colon == 0 || text[colon - 1] != ':') return {};
   size_t end = colon - 1;
   while (end > 0 && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
   size_t begin = end;
   while (begin > 0 && is_identifier_char(text[begin - 1])) --begin;
-  if (begin == end) return nullptr;
-  const pb::Descriptor* section = descriptor_at(enclosing_fields(text, begin));
-  const pb::FieldDescriptor* f = section ? section->FindFieldByName(std::string(text.substr(begin, end - begin))) : nullptr;
-  return f && f->enum_type() ? f : nullptr;
+  const std::vector<std::string> path = enclosing_fields(text, begin);
+  const pb::Descriptor* section = descriptor_at(path);
+  const pb::FieldDescriptor* f =
+      section && begin < end ? section->FindFieldByName(std::string(text.substr(begin, end - begin))) : nullptr;
+  if (!f || !f->enum_type()) return {};
+  return fmt::format("{} accepts: {}", join_path(path, f->name()), enum_value_names(f->enum_type()));
 }
 
 // Rewrites the parser's wording for the two mistakes users make most (an unknown field, an unknown
@@ -230,8 +233,10 @@ std::string describe_parse_error(std::string_view text, std::string_view source,
   // A value that is not even a token ("124M", "1f1b", a quoted string) for an enum field: list the
   // values the file may use.
   if (what == e.message_) {
-    if (const pb::FieldDescriptor* f = enum_field_before(text, offset))
-      what += fmt::format("; {} accepts: {}", f->name(), enum_value_names(f->enum_type()));
+    if (const std::string accepted = enum_field_before(text, offset); !accepted.empty()) {
+      if (what.ends_with('.')) what.pop_back();
+      what += "; " + accepted;
+    }
   }
   const auto [line, column] = line_column(text, offset);
   return fmt::format("{}:{}:{}: {}", source, line + 1, column + 1, what);

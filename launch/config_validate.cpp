@@ -93,8 +93,8 @@ void check_data_checkpoint_logging(const TrainConfig& cfg, Problems& p) {
   if (d.tokenizer().empty())
     p.add("data.tokenizer is empty: use \"byte\", a folder with GPT-2's encoder.json and vocab.bpe, or "
           "\"gpt2:ENCODER_JSON,VOCAB_BPE\"");
-  if (d.tokenizer() == "byte" && cfg.model().vocab_size() >= 1 && cfg.model().vocab_size() < 256)
-    p.add("model.vocab_size ({}) is smaller than the byte tokenizer's 256 tokens (data.tokenizer: byte)",
+  if (d.tokenizer() == "byte" && cfg.model().vocab_size() >= 1 && cfg.model().vocab_size() < 257)
+    p.add("model.vocab_size ({}) is smaller than the byte tokenizer's 257 tokens (256 bytes and end-of-text) (data.tokenizer: byte)",
           cfg.model().vocab_size());
 
   const auto& c = cfg.checkpoint();

@@ -38,7 +38,8 @@ ProcessPlacement place_process(DeviceType type) {
   ProcessPlacement placement{comm::read_launch_environment(), Device::cpu()};
   if (type == DeviceType::cpu) return placement;
   const comm::LaunchEnvironment& env = placement.env;
-  ZT_CHECK(cuda::built_with_cuda(), "launch", "rank ", env.rank, " asked for a GPU but zerotrain was built without CUDA");
+  ZT_CHECK(cuda::built_with_cuda(), "launch", "rank ", env.rank,
+           " asked for a GPU but zerotrain was built without CUDA");
   const int count = cuda::device_count();
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   ZT_CHECK(count > 0, "launch", "rank ", env.rank, " asked for a GPU but sees none (CUDA_VISIBLE_DEVICES=",

@@ -1,11 +1,13 @@
 #include "launch/progress.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/cuda_support.h"
 #include "core/error.h"
+#include "launch/estimate.h"
 
 namespace zt {
 
@@ -30,12 +32,6 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-std::string format_bytes(int64_t bytes) {
-  const double b = static_cast<double>(bytes);
-  if (b >= 1024.0 * 1024 * 1024) return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
-  return fmt::format("{:.0f} MiB", b / (1024.0 * 1024));
-}
-
 std::string format_step_line(const StepMetrics& m) {
   std::string tps = m.tokens_per_second >= 1e6   ? fmt::format("{:.2f}M", m.tokens_per_second / 1e6)
                     : m.tokens_per_second >= 1e3 ? fmt::format("{:.1f}k", m.tokens_per_second / 1e3)
@@ -52,6 +48,8 @@ std::string format_step_line(const StepMetrics& m) {
 
 MetricsWriter::MetricsWriter(const std::string& path) {
   if (path.empty()) return;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
   out_.open(path, std::ios::app);
   ZT_CHECK(out_.good(), "metrics", "cannot open logging.metrics_jsonl '", path, "' for writing");
 }

@@ -34,7 +34,6 @@ double flops_per_token(int64_t num_params, int64_t n_layer, int64_t seq_len, int
 std::optional<double> peak_flops(Device device);
 
 std::string format_duration(double seconds);  // "2h03m", "4m10s", "12s"
-std::string format_bytes(int64_t bytes);      // "1.23 GiB", "512 MiB"
 std::string format_step_line(const StepMetrics& m);
 
 // Appends one JSON object per line; flushes each line so a crash loses nothing written.

@@ -15,7 +15,7 @@ GptDims make_gpt_dims(int64_t n_layer, int64_t n_head, int64_t d_model, int64_t 
 
 GptDims preset_dims(GptPreset preset) {
   switch (preset) {
-    case GptPreset::tiny: return make_gpt_dims(4, 4, 128, 256, 256);
+    case GptPreset::tiny: return make_gpt_dims(4, 4, 128, 257, 256);
     case GptPreset::gpt2_124m: return make_gpt_dims(12, 12, 768, 50257, 1024);
     case GptPreset::gpt2_350m: return make_gpt_dims(24, 16, 1024, 50257, 1024);
     case GptPreset::gpt2_774m: return make_gpt_dims(36, 20, 1280, 50257, 1024);

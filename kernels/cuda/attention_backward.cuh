@@ -375,33 +375,48 @@ inline cudaError_t launch_with_smem(Kernel kernel, dim3 grid, int threads, size_
   return cudaGetLastError();
 }
 
-// Tile shapes per head dim: D = 64 keeps the per-warp A operands in registers; D = 128 halves the
-// inner tile and (dK/dV) re-reads k and v fragments from shared memory to stay within 255 registers.
+template <typename Elem, int D>
+inline cudaError_t launch_attention_delta(const BackwardParams& p, cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(p.batch_heads) * p.seq_len;
+  constexpr int kThreads = 256;
+  const int64_t blocks = (rows * (D / 8) + kThreads - 1) / kThreads;
+  attention_delta_kernel<Elem, D><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      static_cast<const Elem*>(p.grad_out), static_cast<const Elem*>(p.out), p.delta, rows);
+  return cudaGetLastError();
+}
+
+template <typename Elem, int D, int kWarps, int kBlockM, bool kKVInRegisters>
+inline cudaError_t launch_attention_dkdv(const BackwardParams& p, cudaStream_t stream) {
+  using Cfg = DkDvConfig<D, kWarps, kBlockM>;
+  return launch_with_smem(attention_dkdv_kernel<Elem, D, kWarps, kBlockM, kKVInRegisters>,
+                          dim3(p.batch_heads, (p.seq_len + Cfg::kBlockN - 1) / Cfg::kBlockN), Cfg::kThreads,
+                          Cfg::template smem_bytes<Elem>(), stream, p);
+}
+
+template <typename Elem, int D, int kWarps, int kBlockN>
+inline cudaError_t launch_attention_dq(const BackwardParams& p, cudaStream_t stream) {
+  using Cfg = DqConfig<D, kWarps, kBlockN>;
+  return launch_with_smem(attention_dq_kernel<Elem, D, kWarps, kBlockN>,
+                          dim3(p.batch_heads, (p.seq_len + Cfg::kBlockM - 1) / Cfg::kBlockM), Cfg::kThreads,
+                          Cfg::template smem_bytes<Elem>(), stream, p);
+}
+
+// Tile shapes per head dim, picked by timing the candidates on an H200 (GPT-2 shapes, causal, bf16;
+// see the notes in attention.cu). D = 64 keeps the per-warp A operands in registers; D = 128 re-reads
+// the k and v fragments from shared memory in dK/dV to stay within 255 registers.
 template <typename Elem, int D>
 inline cudaError_t launch_attention_backward_t(const BackwardParams& p, cudaStream_t stream) {
-  constexpr int kWarps = 4;
-  constexpr int kDkDvBlockM = D == 64 ? 64 : 32;
-  constexpr bool kKVInRegisters = D == 64;
-  constexpr int kDqBlockN = D == 64 ? 64 : 32;
-  using DkDv = DkDvConfig<D, kWarps, kDkDvBlockM>;
-  using Dq = DqConfig<D, kWarps, kDqBlockN>;
-  const int T = p.seq_len;
-
-  const int64_t rows = static_cast<int64_t>(p.batch_heads) * T;
-  constexpr int kDeltaThreads = 256;
-  const int64_t delta_blocks = (rows * (D / 8) + kDeltaThreads - 1) / kDeltaThreads;
-  attention_delta_kernel<Elem, D><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
-      static_cast<const Elem*>(p.grad_out), static_cast<const Elem*>(p.out), p.delta, rows);
-  cudaError_t err = cudaGetLastError();
+  cudaError_t err = launch_attention_delta<Elem, D>(p, stream);
   if (err != cudaSuccess) return err;
-
-  err = launch_with_smem(attention_dkdv_kernel<Elem, D, kWarps, kDkDvBlockM, kKVInRegisters>,
-                         dim3(p.batch_heads, (T + DkDv::kBlockN - 1) / DkDv::kBlockN), DkDv::kThreads,
-                         DkDv::template smem_bytes<Elem>(), stream, p);
-  if (err != cudaSuccess) return err;
-  return launch_with_smem(attention_dq_kernel<Elem, D, kWarps, kDqBlockN>,
-                          dim3(p.batch_heads, (T + Dq::kBlockM - 1) / Dq::kBlockM), Dq::kThreads,
-                          Dq::template smem_bytes<Elem>(), stream, p);
+  if constexpr (D == 64) {
+    err = launch_attention_dkdv<Elem, D, /*warps*/ 4, /*query tile*/ 32, /*k, v in registers*/ true>(p, stream);
+    if (err != cudaSuccess) return err;
+    return launch_attention_dq<Elem, D, /*warps*/ 8, /*key tile*/ 32>(p, stream);
+  } else {
+    err = launch_attention_dkdv<Elem, D, 4, 64, false>(p, stream);
+    if (err != cudaSuccess) return err;
+    return launch_attention_dq<Elem, D, 4, 32>(p, stream);
+  }
 }
 
 inline cudaError_t launch_attention_backward(const BackwardParams& p, ElemType type, int head_dim,

@@ -17,11 +17,11 @@
 
 namespace zt::cuda::attn {
 
-template <int D, int kWarps>
+template <int D, int kWarps, int kBlockN_>
 struct ForwardConfig {
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockM = 16 * kWarps;  // query rows per block
-  static constexpr int kBlockN = 64;           // keys per tile
+  static constexpr int kBlockN = kBlockN_;     // keys per tile
   static constexpr int kStride = D + kPad;
   static constexpr int kTileQ = kBlockM * kStride;
   static constexpr int kTileKV = kBlockN * kStride;
@@ -31,9 +31,9 @@ struct ForwardConfig {
   }
 };
 
-template <typename Elem, int D, int kWarps>
+template <typename Elem, int D, int kWarps, int kBlockN_>
 __global__ void __launch_bounds__(32 * kWarps) attention_forward_kernel(ForwardParams p) {
-  using Cfg = ForwardConfig<D, kWarps>;
+  using Cfg = ForwardConfig<D, kWarps, kBlockN_>;
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStride = Cfg::kStride;
   constexpr int kThreads = Cfg::kThreads;
   constexpr int kTilesN = kBlockN / 8;  // n8 tiles of scores per warp
@@ -194,11 +194,11 @@ __global__ void __launch_bounds__(32 * kWarps) attention_forward_kernel(ForwardP
   }
 }
 
-template <typename Elem, int D, int kWarps>
+template <typename Elem, int D, int kWarps, int kBlockN>
 inline cudaError_t launch_attention_forward_t(const ForwardParams& p, cudaStream_t stream) {
-  using Cfg = ForwardConfig<D, kWarps>;
+  using Cfg = ForwardConfig<D, kWarps, kBlockN>;
   constexpr size_t smem = Cfg::template smem_bytes<Elem>();
-  auto kernel = attention_forward_kernel<Elem, D, kWarps>;
+  auto kernel = attention_forward_kernel<Elem, D, kWarps, kBlockN>;
   // Above 48 KiB a kernel must opt in; the attribute belongs to the current device, so set it each time.
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return err;
@@ -210,11 +210,11 @@ inline cudaError_t launch_attention_forward_t(const ForwardParams& p, cudaStream
 // Picks the instantiation for the element type and head dim (64 or 128; checked by the caller).
 inline cudaError_t launch_attention_forward(const ForwardParams& p, ElemType type, int head_dim, cudaStream_t stream) {
   if (type == ElemType::bf16) {
-    return head_dim == 64 ? launch_attention_forward_t<__nv_bfloat16, 64, 4>(p, stream)
-                          : launch_attention_forward_t<__nv_bfloat16, 128, 4>(p, stream);
+    return head_dim == 64 ? launch_attention_forward_t<__nv_bfloat16, 64, 4, 64>(p, stream)
+                          : launch_attention_forward_t<__nv_bfloat16, 128, 4, 64>(p, stream);
   }
-  return head_dim == 64 ? launch_attention_forward_t<__half, 64, 4>(p, stream)
-                        : launch_attention_forward_t<__half, 128, 4>(p, stream);
+  return head_dim == 64 ? launch_attention_forward_t<__half, 64, 4, 64>(p, stream)
+                        : launch_attention_forward_t<__half, 128, 4, 64>(p, stream);
 }
 
 }  // namespace zt::cuda::attn

@@ -1,10 +1,111 @@
-// CUDA kernels: cross entropy.
+// CUDA backend: cross entropy (kernels in cross_entropy.cuh).
+#include "kernels/cuda/cross_entropy.cuh"
+#include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/cuda_backend.h"
 
 namespace zt {
 
-CrossEntropyResult CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, int64_t valid_vocab) const { not_implemented("cross_entropy"); }
+namespace {
 
-Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale) const { not_implemented("cross_entropy_backward"); }
+struct LossShape {
+  int64_t n, v, valid;
+};
+
+LossShape check_loss_inputs(const char* api, const Tensor& logits, const Tensor& targets, int64_t valid_vocab) {
+  cuda::cuda_device_of(api, logits);
+  cuda::check_same_device(api, logits, targets);
+  ZT_CHECK(logits.dim() == 2, api, "logits must be [N, V], got ", logits.describe());
+  cuda::check_contiguous(api, logits, "logits");
+  cuda::check_contiguous(api, targets, "targets");
+  const int64_t n = logits.size(0), v = logits.size(1);
+  ZT_CHECK(targets.numel() == n, api, "targets ", targets.describe(), " need one entry per row of logits ",
+           logits.describe());
+  const int64_t valid = valid_vocab <= 0 ? v : valid_vocab;
+  ZT_CHECK(valid >= 1 && valid <= v, api, "valid_vocab ", valid_vocab, " must be in [1, ", v, "] (or -1 for all)");
+  return {n, v, valid};
+}
+
+template <typename F>
+decltype(auto) dispatch_targets(const char* api, const Tensor& targets, F&& f) {
+  if (targets.dtype() == DType::i32) return f.template operator()<int32_t>();
+  if (targets.dtype() == DType::i64) return f.template operator()<int64_t>();
+  throw_dtype_error(api, targets.dtype(), "i32 or i64 targets");
+}
+
+}  // namespace
+
+CrossEntropyResult CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                              int64_t valid_vocab) const {
+  const char* api = "cross_entropy";
+  const LossShape s = check_loss_inputs(api, logits, targets, valid_vocab);
+  const int device = logits.device().index;
+  CrossEntropyResult r;
+  r.losses = empty({s.n}, DType::f32, logits.device());
+  r.lse = empty({s.n}, DType::f32, logits.device());
+  cuda::DeviceGuard guard(device);
+  cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
+  cuda::dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {
+    dispatch_targets(api, targets, [&]<typename I>() {
+      cuda::launch_cross_entropy_forward<T, I>(static_cast<const T*>(logits.raw_data()),
+                                               static_cast<const I*>(targets.raw_data()),
+                                               static_cast<float*>(r.losses.raw_data()),
+                                               static_cast<float*>(r.lse.raw_data()), s.n, s.v, s.valid, ignore_index,
+                                               ctx.error_sink(), ctx.current_stream());
+    });
+  });
+  return r;
+}
+
+Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                           int64_t ignore_index, int64_t valid_vocab, double grad_scale) const {
+  const char* api = "cross_entropy_backward";
+  const LossShape s = check_loss_inputs(api, logits, targets, valid_vocab);
+  cuda::check_same_device(api, logits, lse);
+  ZT_CHECK(lse.dtype() == DType::f32 && lse.numel() == s.n && lse.is_contiguous(), api,
+           "lse must be f32 with one value per row (", s.n, "), got ", lse.describe());
+  const int device = logits.device().index;
+  Tensor dlogits = empty(logits.shape(), logits.dtype(), logits.device());
+  cuda::DeviceGuard guard(device);
+  cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
+  cuda::dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {
+    dispatch_targets(api, targets, [&]<typename I>() {
+      cuda::launch_cross_entropy_backward<T, I>(
+          static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+          static_cast<const float*>(lse.raw_data()), static_cast<T*>(dlogits.raw_data()), s.n, s.v, s.valid,
+          ignore_index, static_cast<float>(grad_scale), ctx.error_sink(), ctx.current_stream());
+    });
+  });
+  return dlogits;
+}
+
+namespace cuda {
+
+CrossEntropyResult cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                                  int64_t valid_vocab, double grad_scale, Tensor& dlogits) {
+  const char* api = "cross_entropy_forward_backward";
+  const LossShape s = check_loss_inputs(api, logits, targets, valid_vocab);
+  if (!dlogits.defined()) dlogits = empty(logits.shape(), logits.dtype(), logits.device());
+  check_same_device(api, logits, dlogits);
+  check_contiguous(api, dlogits, "dlogits");
+  ZT_CHECK(dlogits.shape() == logits.shape() && dlogits.dtype() == logits.dtype(), api, "dlogits ",
+           dlogits.describe(), " must match logits ", logits.describe());
+  const int device = logits.device().index;
+  CrossEntropyResult r;
+  r.losses = empty({s.n}, DType::f32, logits.device());
+  r.lse = empty({s.n}, DType::f32, logits.device());
+  DeviceGuard guard(device);
+  DeviceContext& ctx = DeviceContext::get(device);
+  dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {
+    dispatch_targets(api, targets, [&]<typename I>() {
+      launch_cross_entropy_fused<T, I>(static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+                                       static_cast<float*>(r.losses.raw_data()), static_cast<float*>(r.lse.raw_data()),
+                                       static_cast<T*>(dlogits.raw_data()), s.n, s.v, s.valid, ignore_index,
+                                       static_cast<float>(grad_scale), ctx.error_sink(), ctx.current_stream());
+    });
+  });
+  return r;
+}
+
+}  // namespace cuda
 
 }  // namespace zt

@@ -69,6 +69,9 @@ std::string version_string(int v) {  // CUDA encodes 13.0 as 13000
 }  // namespace
 
 void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  // Reported now: clear the runtime's last-error state, or the next launch check would report it
+  // again (sticky errors, which break the context, stay whatever we do).
+  (void)cudaGetLastError();
   std::string msg = fmt::format("[cuda] {} failed: {} ({}) at {}:{}", call, cudaGetErrorString(err),
                                 cudaGetErrorName(err), short_path(file), line);
   if (err == cudaErrorMemoryAllocation) throw OutOfMemoryError(msg);

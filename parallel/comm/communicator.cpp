@@ -50,8 +50,9 @@ void check_alias(const char* api, const Tensor& small, const char* small_role, c
                  const char* big_role, int rank) {
   if (!overlaps(small, big)) return;
   const char* own_slice = byte_ptr(big) + static_cast<size_t>(rank) * small.nbytes();
-  ZT_CHECK(byte_ptr(small) == own_slice, api, small_role, " overlaps ", big_role, " but is not this rank's slice of it (rank ",
-           rank, ", elements [", rank * small.numel(), ", ", (rank + 1) * small.numel(), ")); only that overlap is supported");
+  ZT_CHECK(byte_ptr(small) == own_slice, api, small_role, " overlaps ", big_role,
+           " but is not this rank's slice of it (rank ", rank, ", elements [", rank * small.numel(), ", ",
+           (rank + 1) * small.numel(), ")); only that overlap is supported");
 }
 
 void check_peer(const char* api, int peer, int size, const char* role) {

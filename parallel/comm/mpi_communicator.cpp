@@ -188,7 +188,9 @@ WorkPtr MpiCommunicator::do_reduce_scatter(const Tensor& input, const Tensor& ou
     receive = empty(output.shape(), half ? DType::f32 : output.dtype(), Device::cpu(), MemoryCategory::communication);
   }
   std::function<void()> finish;
-  if (divisor != 1 || !receive.same(output)) finish = [receive, output, divisor] { store_result(receive, output, divisor); };
+  if (divisor != 1 || !receive.same(output)) {
+    finish = [receive, output, divisor] { store_result(receive, output, divisor); };
+  }
   auto work = std::make_unique<MpiWork>(std::vector<Tensor>{input, output, send, receive}, std::move(finish));
   ZT_MPI_CHECK(MPI_Ireduce_scatter_block(send.raw_data(), receive.raw_data(), count,
                                          half ? MPI_FLOAT : mpi_type(input.dtype()), mpi_op(op), comm_,

@@ -61,10 +61,11 @@ SimulationResult simulate(const Schedule& schedule, const SimulationOptions& opt
 // The bubble fraction of an ideal run with uniform stages. Each rank works m * v * (f + b) + optimizer and
 // idles through the fill and the drain, (pp - 1) hops each way: (pp - 1) * (f + b + 2 * comm), where f and b
 // are the costs of one chunk (1/v of a stage with interleaving, which is how it shrinks the bubble v-fold).
-// With f = b and nothing else this is Megatron's (pp - 1) / (v * m + pp - 1). The simulator reaches it
-// exactly for all three schedules when comm = 0 and the placement costs match (any f, b), and for GPipe
-// with any comm; with comm > 0, 1F1B and interleaved also stall in the steady state (a gradient's round
-// trip is not hidden), so the formula is then a lower bound.
+// With f = b and nothing else this is Megatron's (pp - 1) / (v * m + pp - 1). With comm = 0 and eager sends
+// the simulator reaches it exactly for any f and b: for GPipe and 1F1B whatever the placement costs, for
+// interleaved when they match the simulated costs (otherwise some receives sit too early or too late).
+// GPipe reaches it with any comm too; with comm > 0, 1F1B and interleaved also stall in the steady state
+// (a gradient's round trip is not hidden), so the formula is then a lower bound.
 double analytic_bubble_fraction(ScheduleKind kind, int pp, int micro_batches, int virtual_chunks,
                                 const Costs& costs);
 

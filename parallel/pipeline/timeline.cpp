@@ -23,9 +23,13 @@ char symbol(const Instruction& in) {
 
 std::string event_name(const Instruction& in, int chunks) {
   if (in.op == Op::optimizer_step) return "optimizer";
-  std::string name = in.op == Op::forward ? "F" : in.op == Op::backward ? "B" : to_string(in.op) + std::string(" ");
+  std::string name = in.op == Op::forward ? "F" : in.op == Op::backward ? "B" : to_string(in.op);
+  if (!is_compute(in.op)) name += ' ';
   name += std::to_string(in.micro_batch);
-  if (chunks > 1) name += "." + std::to_string(in.chunk);
+  if (chunks > 1) {
+    name += '.';
+    name += std::to_string(in.chunk);
+  }
   return name;
 }
 

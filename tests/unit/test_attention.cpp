@@ -69,7 +69,8 @@ TEST(Attention, ForwardMatchesNaiveSoftmaxCausalAndNot) {
   };
   uint64_t seed = 1;
   for (DType dtype : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
-    for (const Case& c : {Case{2, 3, 13, 5}, Case{1, 2, 1, 4}, Case{2, 1, 7, 16}}) {
+    // Odd T and D (partial row blocks, padded tiles); the last case is large enough for threads.
+    for (const Case& c : {Case{2, 3, 13, 5}, Case{1, 2, 1, 4}, Case{2, 1, 7, 16}, Case{2, 4, 67, 24}}) {
       for (bool causal : {true, false}) {
         Tensor q = heads_view(c.b, c.h, c.t, c.d, seed++, dtype);
         Tensor k = randn({c.b, c.h, c.t, c.d}, seed++, 0, dtype);
@@ -95,6 +96,14 @@ TEST(Attention, ExplicitScale) {
 }
 
 TEST(Attention, GradientsMatchFiniteDifferences) {
+  // D = 9 spans two register tiles; T = 9 spans three row blocks, the last one partial.
+  for (bool causal : {true, false}) {
+    Tensor q = randn({1, 1, 9, 9}, 40, 0, DType::f64), k = randn({1, 1, 9, 9}, 41, 0, DType::f64);
+    Tensor v = randn({1, 1, 9, 9}, 42, 0, DType::f64);
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+    gradcheck([&](const std::vector<Tensor>& x) { return scaled_dot_product_attention(x[0], x[1], x[2], causal); },
+              {q, k, v});
+  }
   for (bool causal : {true, false}) {
     Tensor q = heads_view(2, 2, 5, 3, 10, DType::f64);
     Tensor k = randn({2, 2, 5, 3}, 11, 0, DType::f64);
@@ -116,11 +125,11 @@ TEST(Attention, LowPrecisionBackwardMatchesF64Backward) {
         const DType dt = pass == 0 ? DType::f64 : dtype;
         std::vector<Tensor> in;
         for (uint64_t s = 0; s < 3; ++s) {
-          Tensor x = to(randn({2, 3, 11, 8}, 20 + s, 0, DType::f32), dt);
+          Tensor x = to(randn({2, 3, 45, 20}, 20 + s, 0, DType::f32), dt);  // takes the threaded path
           x.set_requires_grad(true);
           in.push_back(x);
         }
-        Tensor probe = to(randn({2, 3, 11, 8}, 30, 0, DType::f32), dt);
+        Tensor probe = to(randn({2, 3, 45, 20}, 30, 0, DType::f32), dt);
         backward(sum(mul(scaled_dot_product_attention(in[0], in[1], in[2], causal), probe)));
         for (Tensor& x : in) grads[pass].push_back(x.grad());
       }

@@ -38,8 +38,8 @@ const std::string kTiny = "model { preset: tiny }\n";
 TEST(Config, ParsesTheTinyExample) {
   const TrainConfig cfg = load_config(std::string(ZT_SOURCE_DIR) + "/examples/tiny.pbtxt");
   EXPECT_EQ(cfg.model().preset(), zerotrain::ModelConfig::tiny);
-  EXPECT_EQ(model_dims(cfg), make_gpt_dims(4, 4, 128, 256, 128));  // seq_len 128 overrides the preset's 256
-  EXPECT_EQ(model_dims(cfg).padded_vocab, 256);
+  EXPECT_EQ(model_dims(cfg), make_gpt_dims(4, 4, 128, 257, 128));  // seq_len 128 overrides the preset's 256
+  EXPECT_EQ(model_dims(cfg).padded_vocab, 384);
   EXPECT_EQ(cfg.train().micro_batch_size(), 8);
   EXPECT_EQ(cfg.train().steps(), 300);
   EXPECT_DOUBLE_EQ(cfg.optimizer().lr(), 1e-3);
@@ -90,9 +90,9 @@ TEST(Config, BadEnumValueListsAccepted) {
                {"[config] t.pbtxt:2:10: 'f8' is not a valid value for precision.dtype; accepted: f32, bf16, fp16"});
   // Values that are not identifiers at all: the parser's words, then the accepted values.
   expect_error([] { parse_config_text("model { preset: 124M }", "t.pbtxt"); },
-               {"t.pbtxt:1:", "preset accepts: custom, tiny, gpt2_124M, gpt2_350M, gpt2_774M, gpt2_1_5B"});
+               {"t.pbtxt:1:", "; model.preset accepts: custom, tiny, gpt2_124M, gpt2_350M, gpt2_774M, gpt2_1_5B"});
   expect_error([] { parse_config_text("parallel {\n  pipeline_schedule: \"1f1b\"\n}", "t.pbtxt"); },
-               {"t.pbtxt:2:22: ", "pipeline_schedule accepts: gpipe, one_f_one_b, interleaved"});
+               {"t.pbtxt:2:22: ", "; parallel.pipeline_schedule accepts: gpipe, one_f_one_b, interleaved"});
   expect_error([] { parse_config_text("parallel { activation_checkpointing: most }", "t.pbtxt"); },
                {"'most' is not a valid value for parallel.activation_checkpointing; accepted: none, full, selective"});
 }
@@ -105,7 +105,7 @@ TEST(Config, SyntaxErrorsKeepTheParsersWordsWithLocation) {
 
 TEST(Config, PresetsFillOnlyWhatTheUserLeftUnset) {
   const std::vector<std::pair<std::string, GptDims>> presets = {
-      {"tiny", make_gpt_dims(4, 4, 128, 256, 256)},         {"gpt2_124M", make_gpt_dims(12, 12, 768, 50257, 1024)},
+      {"tiny", make_gpt_dims(4, 4, 128, 257, 256)},         {"gpt2_124M", make_gpt_dims(12, 12, 768, 50257, 1024)},
       {"gpt2_350M", make_gpt_dims(24, 16, 1024, 50257, 1024)}, {"gpt2_774M", make_gpt_dims(36, 20, 1280, 50257, 1024)},
       {"gpt2_1_5B", make_gpt_dims(48, 25, 1600, 50257, 1024)}};
   for (const auto& [name, dims] : presets) {
@@ -207,7 +207,7 @@ TEST(Config, ValidationReportsEachRangeWithItsPath) {
       {{"data.train="}, "data.train is empty"},
       {{"data.tokenizer="}, "data.tokenizer is empty: use \"byte\", a folder with GPT-2's encoder.json and vocab.bpe"},
       {{"data.val_every=100"}, "data.val_every (100) needs data.val, a glob of validation shards"},
-      {{"model.vocab_size=100"}, "model.vocab_size (100) is smaller than the byte tokenizer's 256 tokens"},
+      {{"model.vocab_size=100"}, "model.vocab_size (100) is smaller than the byte tokenizer's 257 tokens"},
       {{"checkpoint.keep_last=-1"}, "checkpoint.keep_last = -1: must be >= 0"},
       {{"checkpoint.resume="}, "checkpoint.resume is empty: use \"auto\", \"none\" or a checkpoint path"},
       {{"logging.every=0"}, "logging.every = 0: must be >= 1"},
@@ -336,8 +336,9 @@ TEST(Presets, ParameterCountsOfTheLargerPresets) {
   // 1.5B: 80,486,400 + 1,638,400 + 48 * 30,740,800 + 3,200 = 1,557,686,400.
   EXPECT_EQ(gpt2_parameter_count(preset_dims(GptPreset::gpt2_1_5b)), 1'557'686'400);
   EXPECT_EQ(gpt2_parameter_count(preset_dims(GptPreset::gpt2_1_5b)), 1'557'611'200 + 47 * 1600);
-  // tiny: V 256, T 256, C 128, 4 blocks: 32,768 + 32,768 + 4 * (12 * 16,384 + 1,664) + 256 = 858,880.
-  EXPECT_EQ(gpt2_parameter_count(preset_dims(GptPreset::tiny)), 858'880);
+  // tiny: V 257 padded to 384, T 256, C 128, 4 blocks: 49,152 + 32,768 + 4 * (12 * 16,384 + 1,664) + 256
+  // = 875,264.
+  EXPECT_EQ(gpt2_parameter_count(preset_dims(GptPreset::tiny)), 875'264);
 }
 
 TEST(Presets, NamesAndPadding) {

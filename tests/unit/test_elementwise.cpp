@@ -141,6 +141,24 @@ TEST(Elementwise, UnaryMatchesStd) {
   }
 }
 
+TEST(Elementwise, GeluAtExtremes) {
+  // Far in the tails tanh saturates: the result must stay finite and exact (0 or x).
+  std::vector<double> xs = {-1e4, -60.0, -30.0, -5.0, -1e-3, 0.0, 1e-3, 5.0, 30.0, 60.0, 1e4};
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor x = from_vector_as(xs, {static_cast<int64_t>(xs.size())}, dtype).set_requires_grad(true);
+    Tensor y = gelu(x);
+    std::vector<double> ref;
+    for (double v : xs) ref.push_back(gelu_ref(v));
+    expect_near_all(y, ref, 1e-6, 1e-30, dtype_name(dtype));
+    backward(sum(y));
+    EXPECT_TRUE(all_finite(x.grad()));
+    std::vector<double> g = host(x.grad());
+    EXPECT_EQ(g.front(), 0.0);
+    EXPECT_EQ(g.back(), 1.0);
+    EXPECT_NEAR(g[5], 0.5, 1e-12);  // gelu'(0) = 1/2
+  }
+}
+
 TEST(Elementwise, InPlace) {
   Tensor dst = randn({4, 5}, 1);
   std::vector<double> d0 = host(dst);

@@ -118,6 +118,16 @@ TEST(Matmul, ForwardMatchesNaiveLoopsForBroadcastFlagsLayoutsAndDtypes) {
   }
 }
 
+TEST(Matmul, LargerProductsTakeTheThreadedPaths) {
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Tensor a = randn({3, 70, 300}, 21, 0, dtype), b = make_operand({90, 300}, dtype, 22, Layout::transposed);
+    Shape shape;
+    std::vector<double> ref = naive_matmul(a, b, false, true, shape);
+    const double tol = dtype == DType::f32 ? 1e-4 : 1e-1;
+    expect_close(matmul(a, b, false, true), shape, ref, tol, tol, dtype_name(dtype));
+  }
+}
+
 TEST(Matmul, WeightsCaseUsesOneGemmAndMatchesPerBatchProducts) {
   // a [B, T, K] x w [K, N]: the kernel runs one [B*T, K] GEMM; compare with 2-D products per batch.
   Tensor a = randn({3, 5, 16}, 1), w = randn({16, 7}, 2);

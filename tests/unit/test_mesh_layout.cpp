@@ -28,7 +28,9 @@ bool same_group(const MeshCoord& a, const MeshCoord& b, MeshAxis axis) {
   return false;
 }
 
-int along(const MeshCoord& c, MeshAxis axis) { return axis == MeshAxis::tp ? c.tp : axis == MeshAxis::dp ? c.dp : c.pp; }
+int along(const MeshCoord& c, MeshAxis axis) {
+  return axis == MeshAxis::tp ? c.tp : axis == MeshAxis::dp ? c.dp : c.pp;
+}
 
 const std::vector<MeshShape> kShapes = {{1, 1, 1}, {8, 1, 1}, {1, 8, 1}, {1, 1, 8}, {2, 2, 2},
                                         {3, 2, 1}, {2, 3, 4}, {4, 1, 3}, {1, 4, 2}, {5, 2, 3}};
@@ -88,12 +90,14 @@ void expect_error(const std::function<void()>& fn, const std::string& expected) 
 }
 
 TEST(MeshLayout, BadShapesAreRefused) {
-  expect_error([] { (void)MeshLayout({2, 2, 3}, 8).world_size(); }, "[mesh] dp (2) x tp (2) x pp (3) = 12 but the world has 8 ranks");
+  expect_error([] { (void)MeshLayout({2, 2, 3}, 8).world_size(); },
+               "[mesh] dp (2) x tp (2) x pp (3) = 12 but the world has 8 ranks");
   expect_error([] { (void)MeshLayout({1, 0, 1}, 1).world_size(); }, "[mesh] tp must be at least 1, got 0");
   expect_error([] { (void)MeshLayout({-2, 1, 1}, 2).world_size(); }, "[mesh] dp must be at least 1, got -2");
   MeshLayout layout({2, 2, 1}, 4);
   expect_error([&] { layout.coord(4); }, "[mesh] rank 4 is outside the world of 4 ranks");
-  expect_error([&] { layout.rank({0, 2, 0}); }, "[mesh] coordinate (dp 0, tp 2, pp 0) is outside dp (2) x tp (2) x pp (1)");
+  expect_error([&] { layout.rank({0, 2, 0}); },
+               "[mesh] coordinate (dp 0, tp 2, pp 0) is outside dp (2) x tp (2) x pp (1)");
 }
 
 }  // namespace

@@ -1,0 +1,189 @@
+// Registration of the subcommands and their flags, and the small ones (info, export, tokenize,
+// schedule, estimate). `train` is in cli_train.cpp.
+#include "launch/cli.h"
+
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <iostream>
+
+#include "core/cuda_support.h"
+#include "launch/checkpoint.h"
+#include "launch/config.h"
+#include "launch/data/tokenize.h"
+#include "launch/estimate.h"
+#include "models/gpt.h"
+#include "models/hf_gpt2.h"
+#include "models/safetensors.h"
+#include "parallel/pipeline/simulator.h"
+#include "parallel/pipeline/timeline.h"
+#include "parallel/zero/flat_layout.h"
+
+namespace zt::cli {
+
+void register_commands(CLI::App& app, Commands& c) {
+  c.train_cmd = app.add_subcommand("train", "train a GPT from a config (run under mpirun for several ranks)");
+  c.train_cmd->add_option("config", c.train.config, "protobuf text config, e.g. examples/tiny.pbtxt")->required();
+  c.train_cmd->add_option("--set", c.train.overrides, "override a field: --set optimizer.lr=3e-4 (repeatable)");
+
+  c.estimate_cmd = app.add_subcommand("estimate", "memory per GPU and per host before running");
+  c.estimate_cmd->add_option("config", c.estimate.config, "a config to estimate (or use --preset / --params)");
+  c.estimate_cmd->add_option("--set", c.estimate.overrides, "override a field, as for train (repeatable)");
+  c.estimate_cmd->add_option("--preset", c.estimate.preset, "tiny, 124M, 350M, 774M or 1.5B (no config needed)");
+  c.estimate_cmd->add_option("--params", c.estimate.params_billion, "a raw parameter count in billions (model states only)");
+  c.estimate_cmd->add_option("--ranks-per-node", c.estimate.ranks_per_node, "for host memory per node (default min(8, world))");
+
+  c.tokenize_cmd = app.add_subcommand("tokenize", "turn text files into llm.c token shards");
+  c.tokenize_cmd->add_option("inputs", c.tokenize.inputs, "text files or globs")->required();
+  c.tokenize_cmd->add_option("--out", c.tokenize.out, "output prefix: PREFIX_train_000000.bin ...")->required();
+  c.tokenize_cmd->add_option("--tokenizer", c.tokenize.tokenizer, "byte or gpt2")->check(CLI::IsMember({"byte", "gpt2"}));
+  c.tokenize_cmd->add_option("--encoder", c.tokenize.encoder, "GPT-2 encoder.json (with --tokenizer gpt2)");
+  c.tokenize_cmd->add_option("--merges", c.tokenize.merges, "GPT-2 vocab.bpe (with --tokenizer gpt2)");
+  c.tokenize_cmd->add_option("--shard-tokens", c.tokenize.shard_tokens, "tokens per shard (default 1e8)");
+  c.tokenize_cmd->add_option("--val-fraction", c.tokenize.val_fraction, "fraction of documents for validation");
+  c.tokenize_cmd->add_flag("--overwrite", c.tokenize.overwrite, "replace existing shards with this prefix");
+
+  c.export_cmd = app.add_subcommand("export", "write a checkpoint's weights as Hugging Face GPT-2 safetensors");
+  c.export_cmd->add_option("checkpoint", c.export_args.checkpoint, "a checkpoint directory (…/step_00001000)")->required();
+  c.export_cmd->add_option("out", c.export_args.out, "output .safetensors path")->required();
+
+  c.info_cmd = app.add_subcommand("info", "build, devices and library versions");
+
+  c.schedule_cmd = app.add_subcommand("schedule", "print a pipeline schedule's timeline and bubble without a model");
+  c.schedule_cmd->add_option("--pp", c.schedule.pp, "pipeline ranks");
+  c.schedule_cmd->add_option("--micro-batches", c.schedule.micro_batches, "micro-batches per step");
+  c.schedule_cmd->add_option("--virtual-stages", c.schedule.virtual_stages, "model chunks per rank (interleaved)");
+  c.schedule_cmd->add_option("--schedule", c.schedule.schedule, "gpipe, 1f1b or interleaved")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved"}));
+  c.schedule_cmd->add_option("--forward-cost", c.schedule.forward_cost, "time of one forward (default 1)");
+  c.schedule_cmd->add_option("--backward-cost", c.schedule.backward_cost, "time of one backward (default 2)");
+  c.schedule_cmd->add_option("--comm-cost", c.schedule.comm_cost, "time of one message (default 0)");
+  c.schedule_cmd->add_option("--trace", c.schedule.trace, "also write a Chrome trace JSON (open in Perfetto)");
+}
+
+int run_selected(CLI::App& app, Commands& c, int argc, char** argv) {
+  if (c.train_cmd->parsed()) return run_train(c.train, argc, argv);
+  if (c.estimate_cmd->parsed()) return run_estimate(c.estimate);
+  if (c.tokenize_cmd->parsed()) return run_tokenize(c.tokenize);
+  if (c.export_cmd->parsed()) return run_export(c.export_args);
+  if (c.info_cmd->parsed()) return run_info();
+  if (c.schedule_cmd->parsed()) return run_schedule(c.schedule);
+  std::cerr << app.help();
+  return 2;
+}
+
+int run_info() {
+  std::cout << "zerotrain " << ZT_VERSION << "\n";
+  std::cout << "built with CUDA: " << (cuda::built_with_cuda() ? "yes" : "no") << "\n";
+  std::cout << cuda::version_info() << "\n";
+  const int n = cuda::device_count();
+  std::cout << "GPUs visible: " << n << "\n";
+  for (int i = 0; i < n; ++i) std::cout << "  cuda:" << i << " " << cuda::device_name(i) << "\n";
+  return 0;
+}
+
+int run_tokenize(const TokenizeArgs& a) {
+  data::TokenizeOptions o;
+  o.inputs = a.inputs;
+  o.output_prefix = a.out;
+  o.tokenizer.kind = data::parse_tokenizer_kind(a.tokenizer);
+  o.tokenizer.encoder_json = a.encoder;
+  o.tokenizer.vocab_bpe = a.merges;
+  o.shard_tokens = a.shard_tokens;
+  o.val_fraction = a.val_fraction;
+  o.overwrite = a.overwrite;
+  o.progress = &std::cerr;
+  data::TokenizeResult r = data::tokenize_files(o);
+  std::cout << fmt::format("tokenized {} files, {} documents: {} train tokens in {} shards, {} val tokens in {} shards\n",
+                           r.files, r.documents, r.train_tokens, r.train_shards.size(), r.val_tokens,
+                           r.val_shards.size());
+  return 0;
+}
+
+int run_schedule(const ScheduleArgs& a) {
+  pipeline::ScheduleConfig sc;
+  sc.kind = a.schedule == "gpipe"   ? pipeline::ScheduleKind::gpipe
+            : a.schedule == "1f1b" ? pipeline::ScheduleKind::one_f_one_b
+                                   : pipeline::ScheduleKind::interleaved;
+  sc.pp = a.pp;
+  sc.micro_batches = a.micro_batches;
+  sc.virtual_chunks = a.virtual_stages;
+  sc.placement_costs = {a.forward_cost, a.backward_cost, a.comm_cost, 0};
+  pipeline::Schedule s = pipeline::make_schedule(sc);
+  pipeline::SimulationOptions opt;
+  opt.costs = sc.placement_costs;
+  pipeline::SimulationResult r = pipeline::simulate(s, opt);
+  std::cout << pipeline::render_text(r);
+  std::cout << fmt::format("{} schedule, pp {}, {} micro-batches, {} chunk(s) per rank: makespan {:.1f}, bubble {:.1f}% "
+                           "(analytic {:.1f}%), peak activations in flight {}\n",
+                           a.schedule, a.pp, a.micro_batches, a.virtual_stages, r.makespan, 100 * r.bubble_fraction,
+                           100 * pipeline::analytic_bubble_fraction(sc.kind, a.pp, a.micro_batches, a.virtual_stages,
+                                                                    opt.costs),
+                           r.max_peak_in_flight());
+  if (!a.trace.empty()) {
+    pipeline::write_chrome_trace(r, a.trace);
+    std::cout << "trace written to " << a.trace << " (open in https://ui.perfetto.dev)\n";
+  }
+  return 0;
+}
+
+int run_estimate(const EstimateArgs& a) {
+  TrainConfig cfg;
+  if (!a.config.empty()) {
+    cfg = load_config(a.config, a.overrides);
+  } else {
+    std::vector<std::string> overrides = a.overrides;
+    if (!a.preset.empty()) overrides.insert(overrides.begin(), "model.preset=" + a.preset);
+    ZT_CHECK(!a.preset.empty() || a.params_billion > 0, "estimate",
+             "give a config file, --preset (tiny, 124M, 350M, 774M, 1.5B) or --params BILLIONS");
+    if (a.preset.empty()) overrides.insert(overrides.begin(), "model.preset=124M");
+    apply_overrides(cfg, overrides);
+    resolve_config(cfg);
+    validate_config(cfg);
+  }
+  MemoryEstimateInput in = estimate_input_from_config(cfg, a.ranks_per_node);
+  if (a.params_billion > 0) {
+    in.dims.reset();
+    in.parameter_count = static_cast<int64_t>(a.params_billion * 1e9);
+  }
+  std::cout << format_memory_estimate(estimate_memory(in), in);
+  return 0;
+}
+
+int run_export(const ExportArgs& a) {
+  namespace fs = std::filesystem;
+  zerotrain::CheckpointMeta meta;
+  {
+    std::ifstream in(fs::path(a.checkpoint) / "checkpoint.pb", std::ios::binary);
+    ZT_CHECK(in.good() && meta.ParseFromIstream(&in), "export", a.checkpoint,
+             " is not a complete zerotrain checkpoint (no readable checkpoint.pb)");
+  }
+  TrainConfig cfg = parse_config_text(meta.config_text(), a.checkpoint + "/checkpoint.pb");
+  GptConfig mc = GptConfig::from_dims(model_dims(cfg), DType::f32);
+  Gpt model(mc, Device::cpu(), 0);
+  // Rebuild each unit's flat f32 masters from the shard files, then cut it into parameters.
+  std::vector<SafetensorsFile> shards;
+  for (const auto& f : meta.files()) {
+    const std::string file = (fs::path(a.checkpoint) / f.name()).string();
+    ZT_CHECK(file_crc32(file) == f.crc32(), "export", file, " fails its checksum: the checkpoint is corrupted");
+    shards.push_back(read_safetensors(file));
+  }
+  NoGradGuard no_grad;
+  for (int u = 0; u < model.num_units(); ++u) {
+    std::vector<Tensor> pieces;
+    for (auto& s : shards) pieces.push_back(s.at(fmt::format("unit.{}.master", u)));
+    Tensor flat = cat(pieces, 0);
+    int64_t offset = 0;
+    for (int i : model.unit_parameter_indices(u)) {
+      Tensor& p = model.parameters()[static_cast<size_t>(i)].tensor;
+      copy_(p, reshape(narrow(flat, 0, offset, p.numel()), p.shape()));
+      offset += p.numel();
+    }
+  }
+  save_hf_gpt2(model.parameters(), mc, a.out);
+  std::cout << fmt::format("exported step {} ({:.2f}M parameters) to {}\n", meta.step(), model.num_parameters() / 1e6,
+                           a.out);
+  return 0;
+}
+
+}  // namespace zt::cli

@@ -1,0 +1,138 @@
+// Matrix products through cuBLASLt against the CPU backend: every transpose combination, odd
+// shapes, batches with shared operands, accumulation, and the fused linear epilogues.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cuda_test_util.h"
+#include "kernels/cuda/gemm.h"
+
+namespace zt {
+namespace {
+
+using namespace zt::test;
+
+// Tolerance scale of a K-long dot product of unit normals: the result is O(sqrt K) and so are
+// the rounding differences between two summation orders.
+double dot_scale(int64_t k) { return std::sqrt(static_cast<double>(k)) * 4.0; }
+
+Tol gemm_tol(DType d) {
+  Tol t = tol_for(d);
+  if (d == DType::f32) t.rel = 2e-5;  // different blocking of a long f32 sum
+  return t;
+}
+
+TEST(CudaGemm, AllTransposesAndOddShapesMatchCpu) {
+  ZT_REQUIRE_GPU();
+  struct Case {
+    int64_t m, n, k;
+  };
+  uint64_t seed = 1;
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+    for (const Case& cs : {Case{1, 1, 1}, Case{17, 33, 65}, Case{128, 768, 768}, Case{3, 2304, 768}, Case{100, 7, 1000}}) {
+      for (bool ta : {false, true}) {
+        for (bool tb : {false, true}) {
+          const std::string what = std::string(dtype_name(dtype)) + " m=" + std::to_string(cs.m) + " n=" +
+                                   std::to_string(cs.n) + " k=" + std::to_string(cs.k) + (ta ? " a^T" : "") +
+                                   (tb ? " b^T" : "");
+          Tensor a = randn_cpu(ta ? Shape{1, cs.k, cs.m} : Shape{1, cs.m, cs.k}, dtype, ++seed);
+          Tensor b = randn_cpu(tb ? Shape{1, cs.n, cs.k} : Shape{1, cs.k, cs.n}, dtype, ++seed);
+          Tensor want = cpu().gemm(a, b, ta, tb, 1, Tensor());
+          Tensor got = gpu().gemm(to_gpu(a), to_gpu(b), ta, tb, 1, Tensor());
+          EXPECT_EQ(shape_str(got.shape()), shape_str(Shape{1, cs.m, cs.n})) << what;
+          expect_close(got, want, gemm_tol(dtype), what, dot_scale(cs.k));
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaGemm, BatchesSharedOperandsAndAccumulate) {
+  ZT_REQUIRE_GPU();
+  const int64_t batch = 3, m = 19, n = 24, k = 40;
+  uint64_t seed = 100;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    struct Case {
+      int64_t batch_a, batch_b;
+      bool ta, tb;
+    };
+    for (const Case& cs : {Case{batch, batch, false, false}, Case{batch, 1, false, true}, Case{batch, 1, true, false},
+                           Case{1, batch, false, false}, Case{1, batch, true, true}}) {
+      for (bool accumulate : {false, true}) {
+        const std::string what = std::string(dtype_name(dtype)) + " batch_a=" + std::to_string(cs.batch_a) +
+                                 " batch_b=" + std::to_string(cs.batch_b) + (cs.ta ? " a^T" : "") + (cs.tb ? " b^T" : "") +
+                                 (accumulate ? " accumulate" : "");
+        Tensor a = randn_cpu(cs.ta ? Shape{cs.batch_a, k, m} : Shape{cs.batch_a, m, k}, dtype, ++seed);
+        Tensor b = randn_cpu(cs.tb ? Shape{cs.batch_b, n, k} : Shape{cs.batch_b, k, n}, dtype, ++seed);
+        Tensor acc = accumulate ? randn_cpu({batch, m, n}, dtype, ++seed) : Tensor();
+        Tensor want = cpu().gemm(a, b, cs.ta, cs.tb, batch, acc);
+        Tensor got = gpu().gemm(to_gpu(a), to_gpu(b), cs.ta, cs.tb, batch, accumulate ? to_gpu(acc) : Tensor());
+        expect_close(got, want, gemm_tol(dtype), what, dot_scale(k));
+      }
+    }
+  }
+  // A 2-D accumulate (a broadcast bias made contiguous, as linear() passes it).
+  Tensor a = randn_cpu({1, 5, 8}, DType::f32, 1), b = randn_cpu({1, 6, 8}, DType::f32, 2);
+  Tensor start = randn_cpu({5, 6}, DType::f32, 3);
+  expect_close(gpu().gemm(to_gpu(a), to_gpu(b), false, true, 1, to_gpu(start)), cpu().gemm(a, b, false, true, 1, start),
+               gemm_tol(DType::f32), "2-D accumulate", dot_scale(8));
+}
+
+TEST(CudaGemm, EmptyInnerDimensionGivesZerosOrTheAccumulator) {
+  ZT_REQUIRE_GPU();
+  Tensor a = empty({1, 4, 0}, DType::f32, gpu_device()), b = empty({1, 0, 5}, DType::f32, gpu_device());
+  for (double v : as_doubles(gpu().gemm(a, b, false, false, 1, Tensor()))) EXPECT_EQ(v, 0.0);
+  Tensor acc = to_gpu(randn_cpu({1, 4, 5}, DType::f32, 9));
+  expect_close(gpu().gemm(a, b, false, false, 1, acc), acc, {0.0}, "k = 0 with accumulate");
+}
+
+TEST(CudaGemm, BadInputs) {
+  ZT_REQUIRE_GPU();
+  Tensor a = to_gpu(randn_cpu({1, 4, 5}, DType::f32, 1));
+  expect_error([&] { gpu().gemm(a, to_gpu(randn_cpu({1, 6, 3}, DType::f32, 2)), false, false, 1, Tensor()); },
+               {"[gemm]", "inner dimensions differ"});
+  expect_error([&] { gpu().gemm(a, to_gpu(randn_cpu({1, 5, 3}, DType::bf16, 2)), false, false, 1, Tensor()); },
+               {"[gemm]", "one floating dtype"});
+  expect_error([&] { gpu().gemm(a, to_gpu(randn_cpu({2, 5, 3}, DType::f32, 2)), false, false, 3, Tensor()); },
+               {"[gemm]", "batch 3"});
+}
+
+// The GeLU of core/ops.h (tanh approximation), in f64.
+double gelu(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+TEST(CudaGemm, LinearEpiloguesMatchUnfusedReference) {
+  ZT_REQUIRE_GPU();
+  const int64_t rows = 77, in = 96, out = 200;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Tensor x = randn_cpu({rows, in}, dtype, 1), w = randn_cpu({out, in}, dtype, 2, 0.1), bias = randn_cpu({out}, dtype, 3);
+    Tensor xg = to_gpu(x), wg = to_gpu(w), bg = to_gpu(bias);
+    // Reference in f64 from the same (rounded) inputs.
+    const std::vector<double> xv = as_doubles(x), wv = as_doubles(w), bv = as_doubles(bias);
+    std::vector<double> pre(static_cast<size_t>(rows * out));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = bv[static_cast<size_t>(o)];
+        for (int64_t i = 0; i < in; ++i) s += xv[static_cast<size_t>(r * in + i)] * wv[static_cast<size_t>(o * in + i)];
+        pre[static_cast<size_t>(r * out + o)] = s;
+      }
+    Tensor want_pre = make_cpu({rows, out}, DType::f64, [&](int64_t i) { return pre[static_cast<size_t>(i)]; });
+    Tensor want_gelu = make_cpu({rows, out}, DType::f64, [&](int64_t i) { return gelu(pre[static_cast<size_t>(i)]); });
+    Tol t = gemm_tol(dtype);
+    if (dtype == DType::f32) t.rel = 1e-4;  // the epilogue's GeLU is cuBLASLt's own (fast tanh)
+    expect_close(cuda::linear_forward(xg, wg, bg, cuda::GemmEpilogue::bias), want_pre, t, "bias epilogue");
+    Tensor pre_gelu;
+    Tensor y = cuda::linear_forward(xg, wg, bg, cuda::GemmEpilogue::bias_gelu, &pre_gelu);
+    expect_close(y, want_gelu, t, std::string("bias+gelu epilogue ") + dtype_name(dtype));
+    expect_close(pre_gelu, want_pre, t, std::string("pre-gelu output ") + dtype_name(dtype));
+    expect_close(cuda::linear_forward(xg, wg, bg, cuda::GemmEpilogue::bias_gelu), want_gelu, t, "bias+gelu, no aux");
+    Tensor plain = gpu().gemm(make_view(xg, {1, rows, in}, {rows * in, in, 1}, 0),
+                              make_view(wg, {1, out, in}, {out * in, in, 1}, 0), false, true, 1, Tensor());
+    expect_close(cuda::linear_forward(xg, wg, Tensor(), cuda::GemmEpilogue::none),
+                 make_view(plain, {rows, out}, {out, 1}, 0), {0.0, 0.0}, "no epilogue equals gemm");
+  }
+  Tensor x = to_gpu(randn_cpu({4, 8}, DType::f32, 1)), w = to_gpu(randn_cpu({6, 8}, DType::f32, 2));
+  expect_error([&] { cuda::linear_forward(x, w, Tensor(), cuda::GemmEpilogue::bias); }, {"[linear_forward]", "needs bias [6]"});
+}
+
+}  // namespace
+}  // namespace zt

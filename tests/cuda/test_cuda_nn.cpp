@@ -1,0 +1,212 @@
+// The fused nn kernels on the GPU against the CPU backend: layernorm and rmsnorm, embedding,
+// cross entropy, and AdamW; and the determinism of the gradients that sum over rows.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.h"
+#include "kernels/cuda/cross_entropy.h"
+
+namespace zt {
+namespace {
+
+using namespace zt::test;
+
+// Row widths: GPT-2's 768 (16-byte packs), odd widths (element by element), a tiny one.
+const std::vector<Shape> kNormShapes = {{1, 768}, {37, 768}, {64, 1000}, {17, 129}, {4096, 768}, {2, 1}, {15, 24}};
+
+TEST(CudaNorm, LayerNormMatchesCpu) {
+  ZT_REQUIRE_GPU();
+  uint64_t seed = 10;
+  for (DType dtype : float_types()) {
+    for (const Shape& shape : kNormShapes) {
+      for (bool with_bias : {true, false}) {
+        const int64_t c = shape.back();
+        const std::string what = std::string(dtype_name(dtype)) + " " + shape_str(shape) + (with_bias ? " bias" : "");
+        Tensor x = randn_cpu(shape, dtype, ++seed, 2.0, 0.5), w = randn_cpu({c}, dtype, ++seed, 0.5, 1.0);
+        Tensor b = with_bias ? randn_cpu({c}, dtype, ++seed) : Tensor();
+        Tensor dy = randn_cpu(shape, dtype, ++seed);
+        LayerNormResult want = cpu().layernorm(x, w, b, 1e-5);
+        LayerNormResult got = gpu().layernorm(to_gpu(x), to_gpu(w), with_bias ? to_gpu(b) : Tensor(), 1e-5);
+        Tol t = tol_for(dtype);
+        expect_close(got.y, want.y, t, "layernorm y " + what);
+        expect_close(got.mean, want.mean, {1e-5}, "layernorm mean " + what, 1.0);
+        expect_close(got.rstd, want.rstd, {1e-5}, "layernorm rstd " + what);
+        // The backward from the CPU's saved statistics, so both sides start from the same numbers.
+        NormGrads gw = cpu().layernorm_backward(dy, x, w, want.mean, want.rstd, with_bias);
+        NormGrads gg = gpu().layernorm_backward(to_gpu(dy), to_gpu(x), to_gpu(w), to_gpu(want.mean), to_gpu(want.rstd),
+                                                with_bias);
+        expect_close(gg.dx, gw.dx, {t.rel * 2}, "layernorm dx " + what);
+        const double rows = static_cast<double>(x.numel() / c);
+        expect_close(gg.dweight, gw.dweight, t, "layernorm dweight " + what, std::sqrt(rows) * 4);
+        if (with_bias) {
+          expect_close(gg.dbias, gw.dbias, t, "layernorm dbias " + what, std::sqrt(rows) * 4);
+        } else {
+          EXPECT_FALSE(gg.dbias.defined()) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaNorm, RmsNormMatchesCpu) {
+  ZT_REQUIRE_GPU();
+  uint64_t seed = 20;
+  for (DType dtype : float_types()) {
+    for (const Shape& shape : kNormShapes) {
+      const int64_t c = shape.back();
+      const std::string what = std::string(dtype_name(dtype)) + " " + shape_str(shape);
+      Tensor x = randn_cpu(shape, dtype, ++seed, 2.0), w = randn_cpu({c}, dtype, ++seed, 0.5, 1.0);
+      Tensor dy = randn_cpu(shape, dtype, ++seed);
+      LayerNormResult want = cpu().rmsnorm(x, w, 1e-6);
+      LayerNormResult got = gpu().rmsnorm(to_gpu(x), to_gpu(w), 1e-6);
+      Tol t = tol_for(dtype);
+      expect_close(got.y, want.y, t, "rmsnorm y " + what);
+      expect_close(got.rstd, want.rstd, {1e-5}, "rmsnorm rstd " + what);
+      EXPECT_FALSE(got.mean.defined());
+      NormGrads gw = cpu().rmsnorm_backward(dy, x, w, want.rstd);
+      NormGrads gg = gpu().rmsnorm_backward(to_gpu(dy), to_gpu(x), to_gpu(w), to_gpu(want.rstd));
+      expect_close(gg.dx, gw.dx, {t.rel * 2}, "rmsnorm dx " + what);
+      expect_close(gg.dweight, gw.dweight, t, "rmsnorm dweight " + what,
+                   std::sqrt(static_cast<double>(x.numel() / c)) * 4);
+    }
+  }
+}
+
+TEST(CudaNorm, ParameterGradientsAreBitwiseReproducible) {
+  ZT_REQUIRE_GPU();
+  Tensor x = to_gpu(randn_cpu({16384, 768}, DType::bf16, 1)), w = to_gpu(randn_cpu({768}, DType::bf16, 2));
+  Tensor b = to_gpu(randn_cpu({768}, DType::bf16, 3)), dy = to_gpu(randn_cpu({16384, 768}, DType::bf16, 4));
+  LayerNormResult f = gpu().layernorm(x, w, b, 1e-5);
+  NormGrads first = gpu().layernorm_backward(dy, x, w, f.mean, f.rstd, true);
+  NormGrads second = gpu().layernorm_backward(dy, x, w, f.mean, f.rstd, true);
+  expect_same_bits(second.dweight, first.dweight, "dweight");
+  expect_same_bits(second.dbias, first.dbias, "dbias");
+  expect_same_bits(second.dx, first.dx, "dx");
+}
+
+TEST(CudaNorm, BadInputs) {
+  ZT_REQUIRE_GPU();
+  Tensor x = to_gpu(randn_cpu({4, 8}, DType::f32, 1));
+  expect_error([&] { gpu().layernorm(x, to_gpu(randn_cpu({7}, DType::f32, 2)), Tensor(), 1e-5); },
+               {"[layernorm]", "must be [8] f32"});
+  expect_error([&] { gpu().layernorm(x, to_gpu(randn_cpu({8}, DType::bf16, 2)), Tensor(), 1e-5); },
+               {"[layernorm]", "bf16"});
+}
+
+TEST(CudaEmbedding, ForwardAndBackwardMatchCpu) {
+  ZT_REQUIRE_GPU();
+  uint64_t seed = 30;
+  struct Case {
+    int64_t vocab, c, n;
+  };
+  // Few ids over many positions, so ids repeat (the backward must sum them).
+  for (const Case& cs : {Case{50, 768, 1000}, Case{7, 33, 300}, Case{1000, 64, 5}, Case{3, 8, 1}}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      for (DType id_type : {DType::i32, DType::i64}) {
+        const std::string what = std::string(dtype_name(dtype)) + "/" + dtype_name(id_type) + " V=" +
+                                 std::to_string(cs.vocab) + " C=" + std::to_string(cs.c) + " N=" + std::to_string(cs.n);
+        Tensor w = randn_cpu({cs.vocab, cs.c}, dtype, ++seed);
+        Tensor ids = randint_cpu({cs.n}, id_type, ++seed, 0, cs.vocab);
+        Tensor wg = to_gpu(w), idg = to_gpu(ids);
+        expect_same_bits(gpu().embedding(wg, idg), cpu().embedding(w, ids), "embedding " + what);
+        Tensor g = randn_cpu({cs.n, cs.c}, dtype, ++seed);
+        Tensor want = cpu().embedding_backward(g, ids, cs.vocab);
+        Tensor got = gpu().embedding_backward(to_gpu(g), idg, cs.vocab);
+        expect_close(got, want, tol_for(dtype), "embedding backward " + what,
+                     std::sqrt(static_cast<double>(cs.n)) * 4);
+        expect_same_bits(gpu().embedding_backward(to_gpu(g), idg, cs.vocab), got, "embedding backward repeat " + what);
+      }
+    }
+  }
+}
+
+TEST(CudaEmbedding, BadIdsAreReported) {
+  ZT_REQUIRE_GPU();
+  Tensor w = to_gpu(randn_cpu({10, 16}, DType::f32, 1));
+  Tensor g = to_gpu(randn_cpu({3, 16}, DType::f32, 2));
+  Tensor bad = to_gpu(make_cpu({3}, DType::i32, [](int64_t i) { return i == 1 ? -4.0 : 2.0; }));
+  Tensor dw = gpu().embedding_backward(g, bad, 10);
+  expect_error([&] { (void)as_doubles(dw); }, {"[embedding_backward]", "id -4 is out of range [0, 10)"});
+  expect_error([&] { gpu().embedding(w, to_gpu(randn_cpu({3}, DType::f32, 1))); }, {"[embedding]", "i32 or i64"});
+}
+
+TEST(CudaCrossEntropy, ForwardAndBackwardMatchCpu) {
+  ZT_REQUIRE_GPU();
+  uint64_t seed = 60;
+  struct Case {
+    int64_t n, v, valid;
+  };
+  for (const Case& cs : {Case{37, 1000, 997}, Case{64, 50304, 50257}, Case{9, 333, -1}, Case{4, 7, 7}}) {
+    for (DType dtype : float_types()) {
+      for (DType target_type : {DType::i64, DType::i32}) {
+        const int64_t valid = cs.valid < 0 ? cs.v : cs.valid;
+        const std::string what = std::string(dtype_name(dtype)) + " [" + std::to_string(cs.n) + ", " +
+                                 std::to_string(cs.v) + "] valid " + std::to_string(valid);
+        Tensor logits = randn_cpu({cs.n, cs.v}, dtype, ++seed, 3.0);
+        // Every fifth target ignored.
+        Tensor targets = make_cpu({cs.n}, target_type, [&](int64_t i) {
+          return i % 5 == 3 ? -100.0 : static_cast<double>(static_cast<int64_t>(rng::uniform(seed, static_cast<uint64_t>(i)) * valid));
+        });
+        Tensor lg = to_gpu(logits), tg = to_gpu(targets);
+        CrossEntropyResult want = cpu().cross_entropy(logits, targets, -100, cs.valid);
+        CrossEntropyResult got = gpu().cross_entropy(lg, tg, -100, cs.valid);
+        expect_close(got.losses, want.losses, {1e-5}, "losses " + what);
+        expect_close(got.lse, want.lse, {1e-5}, "lse " + what);
+        const double scale = 1.0 / static_cast<double>(cs.n);
+        Tensor dwant = cpu().cross_entropy_backward(logits, targets, want.lse, -100, cs.valid, scale);
+        Tensor dgot = gpu().cross_entropy_backward(lg, tg, to_gpu(want.lse), -100, cs.valid, scale);
+        expect_close(dgot, dwant, tol_for(dtype), "dlogits " + what);
+        // The fused pass, into a fresh buffer and in place over a copy of the logits.
+        Tensor dfused;
+        CrossEntropyResult fused = cuda::cross_entropy_forward_backward(lg, tg, -100, cs.valid, scale, dfused);
+        expect_close(fused.losses, want.losses, {1e-5}, "fused losses " + what);
+        expect_close(dfused, dwant, tol_for(dtype), "fused dlogits " + what);
+        Tensor in_place = to_gpu(logits);
+        cuda::cross_entropy_forward_backward(in_place, tg, -100, cs.valid, scale, in_place);
+        expect_close(in_place, dwant, tol_for(dtype), "fused in-place dlogits " + what);
+      }
+    }
+  }
+}
+
+TEST(CudaCrossEntropy, BadTargetsAreReported) {
+  ZT_REQUIRE_GPU();
+  Tensor logits = to_gpu(randn_cpu({4, 10}, DType::f32, 1));
+  Tensor targets = to_gpu(make_cpu({4}, DType::i64, [](int64_t i) { return i == 2 ? 9.0 : 1.0; }));
+  CrossEntropyResult r = gpu().cross_entropy(logits, targets, -100, 8);  // 9 is in the padding
+  expect_error([&] { (void)as_doubles(r.losses); }, {"[cross_entropy]", "target 9 is out of range [0, 8)"});
+  expect_error([&] { gpu().cross_entropy(logits, targets, -100, 11); }, {"[cross_entropy]", "valid_vocab 11"});
+}
+
+TEST(CudaAdamW, StepsMatchCpu) {
+  ZT_REQUIRE_GPU();
+  for (DType grad_type : {DType::f32, DType::bf16}) {
+    for (int64_t n : {1, 1000, 100003}) {
+      Tensor p = randn_cpu({n}, DType::f32, 1), m = randn_cpu({n}, DType::f32, 2, 0.1);
+      Tensor v = uniform_cpu({n}, DType::f32, 3, 0.0, 0.01);
+      Tensor pg = to_gpu(p), mg = to_gpu(m), vg = to_gpu(v);
+      AdamWArgs args;
+      args.lr = 1e-3;
+      args.beta1 = 0.9;
+      args.beta2 = 0.95;
+      args.eps = 1e-8;
+      args.weight_decay = 0.1;
+      args.grad_scale = 0.5;
+      for (int64_t step = 1; step <= 3; ++step) {
+        args.step = step;
+        Tensor g = randn_cpu({n}, grad_type, 10 + static_cast<uint64_t>(step));
+        cpu().adamw_step(p, g, m, v, args);
+        gpu().adamw_step(pg, to_gpu(g), mg, vg, args);
+      }
+      const std::string what = std::string(dtype_name(grad_type)) + " grads, n=" + std::to_string(n);
+      expect_close(pg, p, {1e-5}, "param " + what);
+      expect_close(mg, m, {1e-5}, "exp_avg " + what);
+      expect_close(vg, v, {1e-5}, "exp_avg_sq " + what);
+    }
+  }
+  Tensor p = to_gpu(randn_cpu({8}, DType::bf16, 1));
+  Tensor m = to_gpu(randn_cpu({8}, DType::f32, 1));
+  expect_error([&] { gpu().adamw_step(p, m, m, m, AdamWArgs{}); }, {"[adamw_step]", "must be f32"});
+}
+
+}  // namespace
+}  // namespace zt
