@@ -86,6 +86,7 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
     std::vector<std::pair<std::string, Tensor>> tensors;
     auto states = engine.shard_states();
     for (size_t u = 0; u < states.size(); ++u) {
+      if (!states[u].master.defined()) continue;  // a unit this rank does not hold
       tensors.emplace_back(fmt::format("unit.{}.master", u), states[u].master);
       tensors.emplace_back(fmt::format("unit.{}.exp_avg", u), states[u].exp_avg);
       tensors.emplace_back(fmt::format("unit.{}.exp_avg_sq", u), states[u].exp_avg_sq);
@@ -213,6 +214,7 @@ TrainingState load_checkpoint(const std::string& path, zero::ZeroEngine& engine,
   auto states = engine.shard_states();
   const int rank = engine.shard_rank();
   for (size_t u = 0; u < layouts.size(); ++u) {
+    if (!states[u].master.defined()) continue;  // a unit this rank does not hold
     const int64_t numel = layouts[u].numel, shard = layouts[u].shard;
     const int64_t old_shard = zero::shard_elements(numel, old_ranks);
     const int64_t begin = rank * shard, end = std::min(numel, begin + shard);

@@ -71,8 +71,12 @@ uint64_t StepRng::site_seed(int64_t unit, int64_t site) const {
   return mix(mix(mix(seed, step), micro_batch), static_cast<uint64_t>(unit * 16 + site));
 }
 
-Gpt::Gpt(GptConfig config, Device device, uint64_t seed) : config_(config), device_(device) {
+Gpt::Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units)
+    : config_(config), device_(device), owned_units_(std::move(owned_units)) {
   config_.validate();
+  if (owned_units_.empty()) owned_units_.assign(static_cast<size_t>(config_.n_layer + 2), true);
+  ZT_CHECK(owned_units_.size() == static_cast<size_t>(config_.n_layer + 2), "gpt", "owned_units has ",
+           owned_units_.size(), " entries for ", config_.n_layer + 2, " units");
   const int64_t C = config_.d_model, L = config_.n_layer;
   MemoryCategoryScope scope(MemoryCategory::parameters);
   add_param("wte.weight", {config_.padded_vocab, C}, 0, true);
@@ -101,6 +105,7 @@ Gpt::Gpt(GptConfig config, Device device, uint64_t seed) : config_(config), devi
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(L));
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = params_[i];
+    if (!p.tensor.defined()) continue;
     Tensor& t = p.tensor;
     const bool is_norm_weight = p.name.find("ln_") != std::string::npos && p.name.ends_with(".weight");
     Tensor init;
@@ -112,13 +117,18 @@ Gpt::Gpt(GptConfig config, Device device, uint64_t seed) : config_(config), devi
     }
     copy_(t, init);
   }
+  // Keep only the owned units' parameters (their streams above were indexed by position in the
+  // full list, so a stage's values equal the whole model's).
+  std::erase_if(params_, [](const Parameter& p) { return !p.tensor.defined(); });
 }
 
-Tensor& Gpt::add_param(const std::string& name, const Shape& shape, int unit, bool decay) {
-  Tensor t = empty(shape, DType::f32, device_, MemoryCategory::parameters);
-  t.set_requires_grad(true).set_name(name);
+void Gpt::add_param(const std::string& name, const Shape& shape, int unit, bool decay) {
+  Tensor t;  // undefined for units this model does not hold; dropped after initialisation
+  if (owned_units_[static_cast<size_t>(unit)]) {
+    t = empty(shape, DType::f32, device_, MemoryCategory::parameters);
+    t.set_requires_grad(true).set_name(name);
+  }
   params_.push_back({name, t, unit, decay});
-  return params_.back().tensor;
 }
 
 std::vector<int> Gpt::unit_parameter_indices(int unit) const {

@@ -38,7 +38,8 @@ struct Parameter {
   std::string name;  // Hugging Face GPT-2 naming: wte.weight, h.3.attn.c_attn.weight, ...
   Tensor tensor;     // f32 master (leaf, requires grad); [out, in] for linear weights
   int unit = 0;      // Note [Units]
-  bool decay = true; // AdamW weight decay (matrices yes; biases, norms and embeddings' ... see gpt.cpp)
+  bool decay = true;           // AdamW weight decay: matrices (and embeddings) yes, biases and norms no
+  bool tp_replicated = false;  // the same on every tensor-parallel rank (norms, row-parallel biases)
 };
 
 // Note [Units]. Where a unit's compute parameters come from.
@@ -67,8 +68,10 @@ struct StepRng {
 class Gpt {
  public:
   // Creates f32 parameters on `device`, initialised as GPT-2: N(0, 0.02), residual projections
-  // N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1. Deterministic in `seed`.
-  Gpt(GptConfig config, Device device, uint64_t seed);
+  // N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1. Deterministic in `seed`, and each
+  // parameter's values do not depend on which others exist. `owned_units` (empty: all) limits the
+  // parameters to those units, as a pipeline stage holds only its own.
+  Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units = {});
 
   const GptConfig& config() const { return config_; }
   std::vector<Parameter>& parameters() { return params_; }
@@ -100,10 +103,11 @@ class Gpt {
                                 int64_t top_k, uint64_t seed);
 
  private:
-  Tensor& add_param(const std::string& name, const Shape& shape, int unit, bool decay);
+  void add_param(const std::string& name, const Shape& shape, int unit, bool decay);
   GptConfig config_;
   Device device_;
   std::vector<Parameter> params_;
+  std::vector<bool> owned_units_;
 };
 
 }  // namespace zt

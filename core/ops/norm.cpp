@@ -49,8 +49,8 @@ class RmsNormBackward final : public Node {
   Shape x_shape_;
 };
 
-// Checks x [..., C] against a [C] parameter; returns x as a contiguous [rows, C] (detached).
-Tensor rows_of(const char* api, const Tensor& x, const Tensor& param, const char* param_name, double eps) {
+// Checks x [..., C] against a [C] parameter.
+void check_param(const char* api, const Tensor& x, const Tensor& param, const char* param_name) {
   ops::check_defined(api, x, "x");
   ops::check_defined(api, param, param_name);
   ZT_CHECK(is_floating(x.dtype()), api, "needs a floating x, got ", x.describe());
@@ -58,6 +58,10 @@ Tensor rows_of(const char* api, const Tensor& x, const Tensor& param, const char
            " is ", param.describe(), ": dtypes and devices must match (cast with to())");
   ZT_CHECK(x.dim() >= 1 && x.size(-1) > 0 && param.dim() == 1 && param.size(0) == x.size(-1), api, param_name,
            " must be [C] for x [..., C]: x is ", x.describe(), ", ", param_name, " is ", param.describe());
+}
+
+// x as a contiguous [rows, C] (detached), for the kernels.
+Tensor rows_of(const char* api, const Tensor& x, double eps) {
   ZT_CHECK(eps >= 0, api, "eps must be non-negative, got ", eps);
   NoGradGuard no_grad;
   return contiguous(reshape(x.detach(), {-1, x.size(-1)}));
@@ -66,8 +70,9 @@ Tensor rows_of(const char* api, const Tensor& x, const Tensor& param, const char
 }  // namespace
 
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  Tensor x2 = rows_of("layernorm", x, weight, "weight", eps);
-  if (bias.defined()) rows_of("layernorm", x, bias, "bias", eps);
+  check_param("layernorm", x, weight, "weight");
+  if (bias.defined()) check_param("layernorm", x, bias, "bias");
+  Tensor x2 = rows_of("layernorm", x, eps);
   Tensor w = contiguous(weight.detach()), b = bias.defined() ? contiguous(bias.detach()) : Tensor();
   LayerNormResult r = backend_for(x.device()).layernorm(x2, w, b, eps);
   Tensor out;
@@ -82,7 +87,8 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, doub
 }
 
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
-  Tensor x2 = rows_of("rmsnorm", x, weight, "weight", eps);
+  check_param("rmsnorm", x, weight, "weight");
+  Tensor x2 = rows_of("rmsnorm", x, eps);
   Tensor w = contiguous(weight.detach());
   LayerNormResult r = backend_for(x.device()).rmsnorm(x2, w, eps);
   Tensor out;

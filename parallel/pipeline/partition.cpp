@@ -19,8 +19,8 @@ void check_costs(const PartitionCosts& costs, int num_stages) {
   ZT_CHECK(blocks >= static_cast<size_t>(num_stages), kApi, "cannot split ", blocks, " blocks into ", num_stages,
            " stages (pp x virtual chunks): every stage needs at least one block");
   for (size_t i = 0; i < blocks; ++i) {
-    ZT_CHECK(std::isfinite(costs.blocks[i]) && costs.blocks[i] >= 0, kApi, "block ", i, " has cost ",
-             costs.blocks[i], "; block costs must be finite and >= 0");
+    ZT_CHECK(std::isfinite(costs.blocks[i]) && costs.blocks[i] >= 0, kApi, "block ", i, " has cost ", costs.blocks[i],
+             "; block costs must be finite and >= 0");
   }
   for (double extra : {costs.first_stage_extra, costs.last_stage_extra}) {
     ZT_CHECK(std::isfinite(extra) && extra >= 0, kApi, "first and last stage extras must be finite and >= 0 (got ",
@@ -91,7 +91,8 @@ StagePartition balanced_partition(const PartitionCosts& costs, int num_stages) {
   // Second pass: stages may cost up to the optimal pace (with slack for rounding of the prefix sums).
   const double total = prefix[blocks] + costs.first_stage_extra + costs.last_stage_extra;
   const double limit = pace + 1e-12 * std::max(1.0, total);
-  solve(cost, blocks, num_stages, limit, [](double a, double b) { return a + b; }, [](double c) { return c * c; }, cut);
+  solve(
+      cost, blocks, num_stages, limit, [](double a, double b) { return a + b; }, [](double c) { return c * c; }, cut);
   StagePartition partition;
   partition.sizes.assign(num_stages, 0);
   for (int s = num_stages - 1, j = blocks; s >= 0; --s) {

@@ -8,9 +8,9 @@
 namespace zt::pipeline {
 
 struct PartitionCosts {
-  std::vector<double> blocks;     // cost of each block in model order, e.g. its parameter count or FLOPs
-  double first_stage_extra = 0;   // what only the first stage holds, e.g. the token and position embeddings
-  double last_stage_extra = 0;    // what only the last stage holds, e.g. the final norm and the LM head
+  std::vector<double> blocks;    // cost of each block in model order, e.g. its parameter count or FLOPs
+  double first_stage_extra = 0;  // what only the first stage holds, e.g. the token and position embeddings
+  double last_stage_extra = 0;   // what only the last stage holds, e.g. the final norm and the LM head
 };
 
 struct StagePartition {

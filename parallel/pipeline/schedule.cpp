@@ -96,9 +96,9 @@ ComputeOrder interleaved_order(int pp, int m, int v) {
 // input has arrived (Note [Pipeline p2p order]).
 struct VirtualRun {
   std::vector<std::vector<double>> start;  // [rank][step]
-  std::vector<double> forward_end;       // [micro_batch * stages + stage]
+  std::vector<double> forward_end;         // [micro_batch * stages + stage]
   std::vector<double> backward_end;
-  std::vector<int> forward_index;        // position of that forward in its rank's compute order
+  std::vector<int> forward_index;  // position of that forward in its rank's compute order
   std::vector<int> backward_index;
 };
 
@@ -144,9 +144,9 @@ VirtualRun run_virtually(const Schedule& shape, const ComputeOrder& order, const
     }
   }
   for (int r = 0; r < shape.pp; ++r) {
-    ZT_CHECK(pc[r] == order[r].size(), kApi, "internal error: the ", to_string(shape.kind),
-             " compute order for pp ", shape.pp, ", micro_batches ", shape.micro_batches, ", virtual_chunks ",
-             shape.chunks, " cannot run to completion (rank ", r, " stuck at step ", pc[r], ")");
+    ZT_CHECK(pc[r] == order[r].size(), kApi, "internal error: the ", to_string(shape.kind), " compute order for pp ",
+             shape.pp, ", micro_batches ", shape.micro_batches, ", virtual_chunks ", shape.chunks,
+             " cannot run to completion (rank ", r, " stuck at step ", pc[r], ")");
   }
   return run;
 }
@@ -169,15 +169,15 @@ void place_messages(Schedule& schedule, const ComputeOrder& order, const Virtual
       const int lower_rank = schedule.rank_of(b), upper_rank = schedule.rank_of(b + 1);
       const int lower_chunk = schedule.chunk_of(b), upper_chunk = schedule.chunk_of(b + 1);
       const auto activation_key = std::make_tuple(run.forward_end[lower], false, mb, b);
-      messages[lower_rank].push_back({activation_key, {Op::send_activation, mb, lower_chunk, upper_rank}, true,
-                                      run.forward_index[lower]});
-      messages[upper_rank].push_back({activation_key, {Op::recv_activation, mb, upper_chunk, lower_rank}, false,
-                                      run.forward_index[lower + 1]});
+      messages[lower_rank].push_back(
+          {activation_key, {Op::send_activation, mb, lower_chunk, upper_rank}, true, run.forward_index[lower]});
+      messages[upper_rank].push_back(
+          {activation_key, {Op::recv_activation, mb, upper_chunk, lower_rank}, false, run.forward_index[lower + 1]});
       const auto grad_key = std::make_tuple(run.backward_end[lower + 1], true, mb, b);
-      messages[upper_rank].push_back({grad_key, {Op::send_grad, mb, upper_chunk, lower_rank}, true,
-                                      run.backward_index[lower + 1]});
-      messages[lower_rank].push_back({grad_key, {Op::recv_grad, mb, lower_chunk, upper_rank}, false,
-                                      run.backward_index[lower]});
+      messages[upper_rank].push_back(
+          {grad_key, {Op::send_grad, mb, upper_chunk, lower_rank}, true, run.backward_index[lower + 1]});
+      messages[lower_rank].push_back(
+          {grad_key, {Op::recv_grad, mb, lower_chunk, upper_rank}, false, run.backward_index[lower]});
     }
   }
   for (int r = 0; r < schedule.pp; ++r) {
@@ -220,8 +220,8 @@ void check_config(const ScheduleConfig& c) {
   if (c.kind == ScheduleKind::interleaved) {
     ZT_CHECK(c.pp >= 2, kApi, name, " needs pp >= 2 (got ", c.pp,
              "): with one rank there is nothing to interleave; use 1F1B");
-    ZT_CHECK(c.micro_batches % c.pp == 0, kApi, name, " needs micro_batches (", c.micro_batches,
-             ") divisible by pp (", c.pp, ")");
+    ZT_CHECK(c.micro_batches % c.pp == 0, kApi, name, " needs micro_batches (", c.micro_batches, ") divisible by pp (",
+             c.pp, ")");
   } else {
     ZT_CHECK(c.virtual_chunks == 1, kApi, name, " takes virtual_chunks = 1 (got ", c.virtual_chunks,
              "); model chunks per rank need the interleaved 1F1B schedule");
@@ -244,14 +244,17 @@ Schedule make_schedule(const ScheduleConfig& config) {
   schedule.ranks.resize(config.pp);
   ComputeOrder order;
   switch (config.kind) {
-    case ScheduleKind::gpipe: order = gpipe_order(config.pp, config.micro_batches); break;
-    case ScheduleKind::one_f_one_b: order = one_f_one_b_order(config.pp, config.micro_batches); break;
+    case ScheduleKind::gpipe:
+      order = gpipe_order(config.pp, config.micro_batches);
+      break;
+    case ScheduleKind::one_f_one_b:
+      order = one_f_one_b_order(config.pp, config.micro_batches);
+      break;
     case ScheduleKind::interleaved:
       order = interleaved_order(config.pp, config.micro_batches, config.virtual_chunks);
       break;
   }
-  place_messages(schedule, order, run_virtually(schedule, order, config.placement_costs),
-                 config.placement_costs.comm);
+  place_messages(schedule, order, run_virtually(schedule, order, config.placement_costs), config.placement_costs.comm);
   return schedule;
 }
 
@@ -284,22 +287,32 @@ std::optional<MessageKey> message_key(const Schedule& schedule, int rank, const 
 
 const char* to_string(Op op) {
   switch (op) {
-    case Op::forward: return "forward";
-    case Op::backward: return "backward";
-    case Op::send_activation: return "send_activation";
-    case Op::recv_activation: return "recv_activation";
-    case Op::send_grad: return "send_grad";
-    case Op::recv_grad: return "recv_grad";
-    case Op::optimizer_step: return "optimizer_step";
+    case Op::forward:
+      return "forward";
+    case Op::backward:
+      return "backward";
+    case Op::send_activation:
+      return "send_activation";
+    case Op::recv_activation:
+      return "recv_activation";
+    case Op::send_grad:
+      return "send_grad";
+    case Op::recv_grad:
+      return "recv_grad";
+    case Op::optimizer_step:
+      return "optimizer_step";
   }
   return "unknown";
 }
 
 const char* to_string(ScheduleKind kind) {
   switch (kind) {
-    case ScheduleKind::gpipe: return "GPipe";
-    case ScheduleKind::one_f_one_b: return "1F1B";
-    case ScheduleKind::interleaved: return "interleaved 1F1B";
+    case ScheduleKind::gpipe:
+      return "GPipe";
+    case ScheduleKind::one_f_one_b:
+      return "1F1B";
+    case ScheduleKind::interleaved:
+      return "interleaved 1F1B";
   }
   return "unknown";
 }

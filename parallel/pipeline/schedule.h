@@ -65,8 +65,8 @@ struct Schedule {
   ScheduleKind kind = ScheduleKind::one_f_one_b;
   int pp = 1;
   int micro_batches = 1;
-  int chunks = 1;                                 // virtual chunks per rank
-  std::vector<std::vector<Instruction>> ranks;    // ranks[r]: rank r's instructions in order
+  int chunks = 1;                               // virtual chunks per rank
+  std::vector<std::vector<Instruction>> ranks;  // ranks[r]: rank r's instructions in order
 
   int num_stages() const { return pp * chunks; }
   int stage_of(int rank, int chunk) const { return chunk * pp + rank; }
@@ -96,6 +96,6 @@ std::optional<MessageKey> message_key(const Schedule& schedule, int rank, const 
 const char* to_string(Op op);
 const char* to_string(ScheduleKind kind);
 std::string to_string(const Instruction& instruction);  // e.g. "send_activation mb 3 chunk 0 -> rank 2"
-std::string to_string(const Schedule& schedule);         // one line per rank, compact
+std::string to_string(const Schedule& schedule);        // one line per rank, compact
 
 }  // namespace zt::pipeline

@@ -18,11 +18,16 @@ std::string where(int rank, size_t index, const Instruction& in) {
 
 const char* matching_op(Op op) {
   switch (op) {
-    case Op::send_activation: return "recv_activation";
-    case Op::recv_activation: return "send_activation";
-    case Op::send_grad: return "recv_grad";
-    case Op::recv_grad: return "send_grad";
-    default: return "nothing";
+    case Op::send_activation:
+      return "recv_activation";
+    case Op::recv_activation:
+      return "send_activation";
+    case Op::send_grad:
+      return "recv_grad";
+    case Op::recv_grad:
+      return "send_grad";
+    default:
+      return "nothing";
   }
 }
 
@@ -30,8 +35,8 @@ void check_fields(const Schedule& s, int rank, size_t index, const Instruction& 
   if (in.op == Op::optimizer_step) return;
   ZT_CHECK(in.micro_batch >= 0 && in.micro_batch < s.micro_batches, kApi, where(rank, index, in),
            ": micro-batch must be in [0, ", s.micro_batches, ")");
-  ZT_CHECK(in.chunk >= 0 && in.chunk < s.chunks, kApi, where(rank, index, in), ": chunk must be in [0, ",
-           s.chunks, ")");
+  ZT_CHECK(in.chunk >= 0 && in.chunk < s.chunks, kApi, where(rank, index, in), ": chunk must be in [0, ", s.chunks,
+           ")");
   if (is_compute(in.op)) return;
   const int stage = s.stage_of(rank, in.chunk);
   const bool upward = in.op == Op::send_activation || in.op == Op::recv_grad;
@@ -64,8 +69,8 @@ void check_matching(const Schedule& s) {
   for (const auto& [key, entry] : seen) {
     if (entry.sends == 1 && entry.recvs == 1) continue;
     const int other = is_send(entry.first.op) ? key.dst : key.src;
-    ZT_CHECK(entry.sends > 0 && entry.recvs > 0, kApi, where(entry.rank, entry.index, entry.first),
-             " has no matching ", matching_op(entry.first.op), " on rank ", other);
+    ZT_CHECK(entry.sends > 0 && entry.recvs > 0, kApi, where(entry.rank, entry.index, entry.first), " has no matching ",
+             matching_op(entry.first.op), " on rank ", other);
     ZT_FAIL(kApi, "the ", key.is_grad ? "gradient" : "activation", " of micro-batch ", key.micro_batch,
             " across stages ", key.boundary, "/", key.boundary + 1, " from rank ", key.src, " to rank ", key.dst,
             " is sent ", entry.sends, " times and received ", entry.recvs, " times; each needs exactly one");
@@ -123,8 +128,8 @@ void check_rank_order(const Schedule& s, int r) {
 
 void check_costs(const Costs& c) {
   for (double v : {c.forward, c.backward, c.comm, c.optimizer}) {
-    ZT_CHECK(std::isfinite(v) && v >= 0, kApi, "costs must be finite and >= 0 (got forward ", c.forward,
-             ", backward ", c.backward, ", comm ", c.comm, ", optimizer ", c.optimizer, ")");
+    ZT_CHECK(std::isfinite(v) && v >= 0, kApi, "costs must be finite and >= 0 (got forward ", c.forward, ", backward ",
+             c.backward, ", comm ", c.comm, ", optimizer ", c.optimizer, ")");
   }
 }
 
@@ -243,9 +248,8 @@ void check_times(const Schedule& s, const SimulationResult& result) {
   for (int mb = 0; mb < s.micro_batches; ++mb) {
     for (int st = 0; st < stages; ++st) {
       const size_t slot = static_cast<size_t>(mb) * stages + st;
-      ZT_CHECK(st == 0 || fwd[slot]->start >= fwd[slot - 1]->end, kApi, "forward of micro-batch ", mb,
-               " on stage ", st, " starts at ", fwd[slot]->start, " before stage ", st - 1, "'s ends at ",
-               fwd[slot - 1]->end);
+      ZT_CHECK(st == 0 || fwd[slot]->start >= fwd[slot - 1]->end, kApi, "forward of micro-batch ", mb, " on stage ", st,
+               " starts at ", fwd[slot]->start, " before stage ", st - 1, "'s ends at ", fwd[slot - 1]->end);
       ZT_CHECK(bwd[slot]->start >= fwd[slot]->end, kApi, "backward of micro-batch ", mb, " on stage ", st,
                " starts before its forward ends");
       ZT_CHECK(st + 1 == stages || bwd[slot]->start >= bwd[slot + 1]->end, kApi, "backward of micro-batch ", mb,
@@ -266,8 +270,8 @@ int SimulationResult::max_peak_in_flight() const {
 void validate(const Schedule& s) {
   ZT_CHECK(s.pp >= 1 && s.micro_batches >= 1 && s.chunks >= 1, kApi, "a schedule needs pp, micro_batches and ",
            "chunks >= 1 (got ", s.pp, ", ", s.micro_batches, ", ", s.chunks, ")");
-  ZT_CHECK(static_cast<int>(s.ranks.size()) == s.pp, kApi, "schedule for pp ", s.pp, " has lists for ",
-           s.ranks.size(), " ranks");
+  ZT_CHECK(static_cast<int>(s.ranks.size()) == s.pp, kApi, "schedule for pp ", s.pp, " has lists for ", s.ranks.size(),
+           " ranks");
   for (int r = 0; r < s.pp; ++r) {
     for (size_t i = 0; i < s.ranks[r].size(); ++i) check_fields(s, r, i, s.ranks[r][i]);
   }
@@ -283,8 +287,7 @@ SimulationResult simulate(const Schedule& schedule, const SimulationOptions& opt
   return result;
 }
 
-double analytic_bubble_fraction(ScheduleKind kind, int pp, int micro_batches, int virtual_chunks,
-                                const Costs& costs) {
+double analytic_bubble_fraction(ScheduleKind kind, int pp, int micro_batches, int virtual_chunks, const Costs& costs) {
   ZT_CHECK(pp >= 1 && micro_batches >= 1 && virtual_chunks >= 1, kApi, "analytic bubble needs pp, ",
            "micro_batches and virtual_chunks >= 1 (got ", pp, ", ", micro_batches, ", ", virtual_chunks, ")");
   ZT_CHECK(kind == ScheduleKind::interleaved || virtual_chunks == 1, kApi, to_string(kind),

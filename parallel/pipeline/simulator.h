@@ -66,7 +66,6 @@ SimulationResult simulate(const Schedule& schedule, const SimulationOptions& opt
 // interleaved when they match the simulated costs (otherwise some receives sit too early or too late).
 // GPipe reaches it with any comm too; with comm > 0, 1F1B and interleaved also stall in the steady state
 // (a gradient's round trip is not hidden), so the formula is then a lower bound.
-double analytic_bubble_fraction(ScheduleKind kind, int pp, int micro_batches, int virtual_chunks,
-                                const Costs& costs);
+double analytic_bubble_fraction(ScheduleKind kind, int pp, int micro_batches, int virtual_chunks, const Costs& costs);
 
 }  // namespace zt::pipeline

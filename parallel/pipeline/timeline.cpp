@@ -4,9 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/error.h"
 
@@ -36,12 +35,13 @@ std::string event_name(const Instruction& in, int chunks) {
 }  // namespace
 
 std::string render_text(const SimulationResult& result, double time_per_char) {
-  ZT_CHECK(std::isfinite(time_per_char) && time_per_char > 0, kApi, "time_per_char must be > 0 (got ",
-           time_per_char, ")");
+  ZT_CHECK(std::isfinite(time_per_char) && time_per_char > 0, kApi, "time_per_char must be > 0 (got ", time_per_char,
+           ")");
   // A slice [i * u, (i + 1) * u) shows what runs at its middle; rounding down a last partial slice would hide
   // the end of the run, so the row has ceil(makespan / u) slices.
   const auto width = static_cast<size_t>(std::ceil(result.makespan / time_per_char - 1e-9));
-  ZT_CHECK(width <= 100000, kApi, "the text timeline would be ", width, " characters wide; pass a larger time_per_char");
+  ZT_CHECK(width <= 100000, kApi, "the text timeline would be ", width,
+           " characters wide; pass a larger time_per_char");
   std::ostringstream out;
   for (size_t r = 0; r < result.ranks.size(); ++r) {
     std::string row(width, '.');
@@ -56,8 +56,8 @@ std::string render_text(const SimulationResult& result, double time_per_char) {
     }
     out << "rank " << r << " |" << row << "|\n";
   }
-  out << "(forward A-Z, backward a-z by micro-batch mod 26; * optimizer; . idle; one character = "
-      << time_per_char << " time units)\n";
+  out << "(forward A-Z, backward a-z by micro-batch mod 26; * optimizer; . idle; one character = " << time_per_char
+      << " time units)\n";
   return out.str();
 }
 
@@ -68,10 +68,14 @@ std::string chrome_trace_json(const SimulationResult& result, double microsecond
   json events = json::array();
   for (size_t r = 0; r < result.ranks.size(); ++r) {
     const int pid = static_cast<int>(r);
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", "rank " + std::to_string(r)}}}});
+    events.push_back(
+        {{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", "rank " + std::to_string(r)}}}});
     events.push_back({{"name", "process_sort_index"}, {"ph", "M"}, {"pid", pid}, {"args", {{"sort_index", pid}}}});
     for (int lane = 0; lane < 2; ++lane) {
-      events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", lane},
+      events.push_back({{"name", "thread_name"},
+                        {"ph", "M"},
+                        {"pid", pid},
+                        {"tid", lane},
                         {"args", {{"name", lane == 0 ? "compute" : "p2p"}}}});
     }
     for (const TimelineEvent& e : result.ranks[r].events) {

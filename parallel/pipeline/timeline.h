@@ -23,7 +23,6 @@ std::string render_text(const SimulationResult& result, double time_per_char = 1
 std::string chrome_trace_json(const SimulationResult& result, double microseconds_per_unit = 1000.0);
 
 // Writes chrome_trace_json() to `path`; throws zt::Error naming the path when it cannot.
-void write_chrome_trace(const SimulationResult& result, const std::string& path,
-                        double microseconds_per_unit = 1000.0);
+void write_chrome_trace(const SimulationResult& result, const std::string& path, double microseconds_per_unit = 1000.0);
 
 }  // namespace zt::pipeline

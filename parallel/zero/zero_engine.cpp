@@ -19,6 +19,7 @@ struct ZeroEngine::Unit {
   Tensor grad_full;                       // [padded], compute dtype (stages 2-3: only while reducing)
   Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3)
   std::vector<ShardSegment> segments;
+  bool empty = false;                     // this rank holds none of the unit (a pipeline stage's others)
   int ready = 0;                          // parameters whose gradient arrived this micro-batch
   bool grads_done = false;                // this micro-batch's gradient is complete (and reduced)
   bool gathered = false;                  // stage 3: full holds memory
@@ -72,6 +73,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
   unit_of_param_.assign(params_.size(), -1);
   index_in_unit_.assign(params_.size(), -1);
   std::vector<std::vector<int>> members(static_cast<size_t>(num_units));
+  ZT_CHECK(num_units >= 1, "zero", "num_units must be >= 1, got ", num_units);
   for (size_t i = 0; i < params_.size(); ++i) {
     const int u = params_[i].unit;
     ZT_CHECK(u >= 0 && u < num_units, "zero", "parameter '", params_[i].name, "' has unit ", u, ", outside [0, ",
@@ -88,6 +90,13 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     std::vector<int64_t> sizes;
     for (int i : members[static_cast<size_t>(u)]) sizes.push_back(params_[static_cast<size_t>(i)].tensor.numel());
     auto unit = std::make_unique<Unit>();
+    if (members[static_cast<size_t>(u)].empty()) {
+      unit->empty = true;
+      unit->grads_done = true;
+      unit->layout.unit = u;
+      units_.push_back(std::move(unit));
+      continue;
+    }
     unit->layout = make_unit_layout(u, members[static_cast<size_t>(u)], sizes, dp_size);
     unit->shard_rank = shard_rank;
     unit->segments = unit->layout.segments(shard_rank);
@@ -145,6 +154,10 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       auto bucket = std::make_unique<Bucket>();
       double bytes = 0;
       for (int u = num_units - 1; u >= 0; --u) {
+        if (units_[static_cast<size_t>(u)]->empty) {
+          if (u == 0 && !bucket->units.empty()) buckets_.push_back(std::move(bucket));
+          continue;
+        }
         bucket->units.push_back(u);
         bytes += static_cast<double>(units_[static_cast<size_t>(u)]->layout.padded * dtype_size(cdt));
         if (bytes >= bucket_bytes || u == 0) {
@@ -169,6 +182,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       }
     } else if (config_.stage == 1) {
       for (auto& U : units_) {
+        if (U->empty) continue;
         U->grad_full = zeros({U->layout.padded}, cdt, device_);
         U->grad_shard = own_slice(U->grad_full, U->layout.shard, U->shard_rank);
       }
@@ -195,7 +209,8 @@ ZeroEngine::~ZeroEngine() {
 // ---- forward: parameters on demand --------------------------------------------------------------
 
 std::vector<Tensor> ZeroEngine::acquire(int unit) {
-  ZT_CHECK(unit >= 0 && unit < static_cast<int>(units_.size()), "zero", "unit ", unit, " out of range");
+  ZT_CHECK(unit >= 0 && unit < static_cast<int>(units_.size()) && !units_[static_cast<size_t>(unit)]->empty, "zero",
+           "unit ", unit, " is not held by this rank");
   if (config_.stage == 3) {
     gather(unit, /*wait=*/true);
     // Prefetch the unit the forward needs next: the following one, and the tied embedding (unit 0)
@@ -203,7 +218,7 @@ std::vector<Tensor> ZeroEngine::acquire(int unit) {
     const int n = static_cast<int>(units_.size());
     if (config_.prefetch && !in_backward_) {
       if (unit + 1 < n && unit + 1 > forward_progress_) gather(unit + 1, /*wait=*/false);
-      if (unit == n - 1) gather(0, /*wait=*/false);
+      if (unit == n - 1) gather(0, /*wait=*/false);  // the tied head
     }
     forward_progress_ = std::max(forward_progress_, unit);
   }
@@ -217,7 +232,7 @@ void ZeroEngine::release(int unit) {
 }
 
 Tensor ZeroEngine::unit_output(int unit, const Tensor& out) {
-  if (config_.stage != 3 || !needs_grad({&out})) return out;
+  if (config_.stage != 3 || !needs_grad({&out}) || units_[static_cast<size_t>(unit)]->empty) return out;
   auto node = std::make_shared<GatherBeforeBackward>([this, unit] {
     in_backward_ = true;
     gather(unit, true);
@@ -234,6 +249,7 @@ Tensor ZeroEngine::unit_output(int unit, const Tensor& out) {
 
 void ZeroEngine::gather(int unit, bool wait) {
   Unit& U = *units_[static_cast<size_t>(unit)];
+  if (U.empty) return;
   if (!U.gathered) {
     U.full_storage->acquire_memory();
     U.full = make_view(params_[static_cast<size_t>(U.layout.params[0])].tensor, {U.layout.padded}, {1}, 0);
@@ -253,7 +269,7 @@ void ZeroEngine::wait_gather(int unit) {
 
 void ZeroEngine::free_gathered(int unit) {
   Unit& U = *units_[static_cast<size_t>(unit)];
-  if (!U.gathered) return;
+  if (U.empty || !U.gathered) return;
   wait_gather(unit);
   U.full = Tensor();
   U.full_storage->release_memory();
@@ -268,7 +284,7 @@ void ZeroEngine::begin_micro_batch(bool last) {
   forward_progress_ = -1;
   for (auto& U : units_) {
     U->ready = 0;
-    U->grads_done = false;
+    U->grads_done = U->empty;
   }
 }
 
@@ -339,7 +355,7 @@ void ZeroEngine::end_backward() {
   // every rank walks the same graph, so every rank reaches the same decision (Note [Grad-ready order]).
   for (size_t u = 0; u < units_.size(); ++u) {
     Unit& U = *units_[u];
-    if (U.grads_done) continue;
+    if (U.empty || U.grads_done) continue;
     full_grad(static_cast<int>(u));
     on_unit_ready(static_cast<int>(u));
   }
@@ -359,12 +375,25 @@ void ZeroEngine::end_backward() {
 StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) {
   ZT_CHECK(reducing_.empty(), "zero", "step() before end_backward() of the last micro-batch");
   NoGradGuard no_grad;
+  // Note [Global gradient norm]: each element counted once over the whole mesh. A shard element
+  // belongs to one dp rank (stages 1-3; under stage 0 every dp rank holds the same full gradient),
+  // each pipeline stage holds its own parameters, and a parameter replicated across tensor-parallel
+  // ranks is counted on tp rank 0 only.
   double local = 0;
-  for (auto& U : units_) local += backend_for(device_).sum_squares(U->grad_shard);
+  for (auto& U : units_) {
+    if (U->empty) continue;
+    for (const ShardSegment& s : U->segments) {
+      if (tp_rank_ != 0 && params_[static_cast<size_t>(s.param)].tp_replicated) continue;
+      local += backend_for(device_).sum_squares(narrow(U->grad_shard, 0, s.shard_begin, s.shard_end - s.shard_begin));
+    }
+  }
+  std::vector<comm::Communicator*> groups = norm_groups_;
+  if (config_.stage >= 1) groups.insert(groups.begin(), &dp_);
   double total = local;
-  if (config_.stage >= 1 && dp_.size() > 1) {
+  if (!groups.empty()) {
     Tensor t = full({1}, local, DType::f64, dp_.device());
-    dp_.all_reduce(t, comm::ReduceOp::sum)->wait();
+    for (comm::Communicator* g : groups)
+      if (g->size() > 1) g->all_reduce(t, comm::ReduceOp::sum)->wait();
     total = t.item();
   }
   StepResult result;
@@ -374,6 +403,7 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     const double grad_scale = clip_scale(result.grad_norm, max_grad_norm) / loss_scale;
     ++step_;
     for (auto& U : units_) {
+      if (U->empty) continue;
       Tensor g = U->grad_shard;
       if (g.dtype() != DType::f32 || g.device() != U->master.device()) g = to(to(g, DType::f32), U->master.device());
       const Backend& be = backend_for(U->master.device());
@@ -394,9 +424,11 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     }
     write_back_parameters();
   }
-  for (auto& U : units_) fill_(U->grad_shard, 0.0);
-  if (config_.stage == 1)
-    for (auto& U : units_) fill_(U->grad_full, 0.0);
+  for (auto& U : units_) {
+    if (U->empty) continue;
+    fill_(U->grad_shard, 0.0);
+    if (config_.stage == 1) fill_(U->grad_full, 0.0);
+  }
   return result;
 }
 
@@ -404,6 +436,7 @@ void ZeroEngine::write_back_parameters() {
   NoGradGuard no_grad;
   std::vector<comm::WorkPtr> gathers;
   for (auto& U : units_) {
+    if (U->empty) continue;
     if (!U->master_aliases_compute) copy_(U->compute_shard, U->master);
     if (config_.stage == 1 || config_.stage == 2) gathers.push_back(dp_.all_gather(U->compute_shard, U->full));
   }
@@ -422,6 +455,7 @@ ModelStateBytes ZeroEngine::model_state_bytes() const {
   ModelStateBytes b;
   const int64_t cs = static_cast<int64_t>(dtype_size(config_.compute_dtype));
   for (const auto& U : units_) {
+    if (U->empty) continue;
     const UnitLayout& L = U->layout;
     b.parameters += (config_.stage == 3 ? L.shard : L.padded) * cs;
     b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;

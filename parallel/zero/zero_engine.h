@@ -78,6 +78,14 @@ class ZeroEngine final : public ParameterSource {
   // multiplied by (fp16), divided out here.
   StepResult step(double lr, double max_grad_norm, double loss_scale = 1.0);
 
+  // Model parallelism: the gradient norm is also summed over these groups (pipeline stages, tensor-
+  // parallel ranks), and parameters marked tp_replicated count on tp rank 0 only (Note [Global
+  // gradient norm]).
+  void set_grad_norm_groups(std::vector<comm::Communicator*> groups, int tp_rank) {
+    norm_groups_ = std::move(groups);
+    tp_rank_ = tp_rank;
+  }
+
   ModelStateBytes model_state_bytes() const;
   const ZeroConfig& config() const { return config_; }
   int dp_rank() const { return dp_.rank(); }
@@ -87,7 +95,8 @@ class ZeroEngine final : public ParameterSource {
   const std::vector<UnitLayout>& layouts() const { return layouts_; }
   int64_t step_count() const { return step_; }
 
-  // Checkpoint access: this rank's f32 master, exp_avg and exp_avg_sq shards per unit.
+  // Checkpoint access: this rank's f32 master, exp_avg and exp_avg_sq shards per unit (undefined
+  // tensors for units this rank does not hold).
   struct ShardState {
     Tensor master, exp_avg, exp_avg_sq;
   };
@@ -121,7 +130,9 @@ class ZeroEngine final : public ParameterSource {
   std::deque<int> reducing_;  // units with a reduction in flight, oldest first
   bool last_micro_batch_ = true;
   bool in_backward_ = false;
-  int forward_progress_ = -1;  // highest unit acquired in this micro-batch's forward
+  int forward_progress_ = -1;
+  std::vector<comm::Communicator*> norm_groups_;
+  int tp_rank_ = 0;  // highest unit acquired in this micro-batch's forward
   int64_t step_ = 0;
   Device device_;
 };

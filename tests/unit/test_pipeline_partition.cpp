@@ -114,22 +114,38 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(PipelinePartition, RejectsBadInputWithClearMessages) {
-  EXPECT_EQ(error_of([] { partition_from_sizes({3, 3, 3}, 12, 4); }),
+  EXPECT_EQ(error_of([] {
+              partition_from_sizes({3, 3, 3}, 12, 4);
+            }),
             "[pipeline] stage split has 3 entries but the pipeline has 4 stages (pp x virtual chunks)");
-  EXPECT_EQ(error_of([] { partition_from_sizes({6, 0, 3, 3}, 12, 4); }),
+  EXPECT_EQ(error_of([] {
+              partition_from_sizes({6, 0, 3, 3}, 12, 4);
+            }),
             "[pipeline] stage split entry 1 is 0; every stage needs at least one block");
-  EXPECT_EQ(error_of([] { partition_from_sizes({3, 3, 3, 2}, 12, 4); }),
+  EXPECT_EQ(error_of([] {
+              partition_from_sizes({3, 3, 3, 2}, 12, 4);
+            }),
             "[pipeline] stage split sums to 11 blocks but the model has 12");
-  EXPECT_EQ(error_of([] { balanced_partition({std::vector<double>(3, 1.0)}, 4); }),
-            "[pipeline] cannot split 3 blocks into 4 stages (pp x virtual chunks): every stage needs at least one block");
-  EXPECT_EQ(error_of([] { balanced_partition({{1.0, -2.0, 1.0}}, 2); }),
+  EXPECT_EQ(
+      error_of([] { balanced_partition({std::vector<double>(3, 1.0)}, 4); }),
+      "[pipeline] cannot split 3 blocks into 4 stages (pp x virtual chunks): every stage needs at least one block");
+  EXPECT_EQ(error_of([] {
+              balanced_partition({{1.0, -2.0, 1.0}}, 2);
+            }),
             "[pipeline] block 1 has cost -2; block costs must be finite and >= 0");
-  EXPECT_EQ(error_of([] { balanced_partition({{1.0, std::nan(""), 1.0}}, 2); }),
+  EXPECT_EQ(error_of([] {
+              balanced_partition({{1.0, std::nan(""), 1.0}}, 2);
+            }),
             "[pipeline] block 1 has cost nan; block costs must be finite and >= 0");
-  EXPECT_EQ(error_of([] { balanced_partition({{1.0, 1.0}, -1.0, 0.0}, 2); }),
+  EXPECT_EQ(error_of([] {
+              balanced_partition({{1.0, 1.0}, -1.0, 0.0}, 2);
+            }),
             "[pipeline] first and last stage extras must be finite and >= 0 (got -1, 0)");
-  EXPECT_EQ(error_of([] { balanced_partition({{1.0}}, 0); }), "[pipeline] a partition needs at least one stage (got 0)");
-  EXPECT_EQ(error_of([] { stage_costs(partition_from_sizes({1, 1}, 2, 2), {{1.0, 2.0, 3.0}}); }),
+  EXPECT_EQ(error_of([] { balanced_partition({{1.0}}, 0); }),
+            "[pipeline] a partition needs at least one stage (got 0)");
+  EXPECT_EQ(error_of([] {
+              stage_costs(partition_from_sizes({1, 1}, 2, 2), {{1.0, 2.0, 3.0}});
+            }),
             "[pipeline] partition covers 2 blocks but costs are given for 3");
 }
 

@@ -90,8 +90,7 @@ TEST(PipelineSchedule, GridRunsWithoutDeadlockAndHasTheIdealBubble) {
       const SimulationResult blocking = simulate(s, {costs, SendMode::blocking});
       EXPECT_GE(blocking.makespan, eager.makespan - 1e-9);
       const double f = costs.forward, b = costs.backward;
-      const double ideal = (shape.pp - 1) * (f + b) /
-                           ((shape.m * shape.v + shape.pp - 1) * (f + b) + costs.optimizer);
+      const double ideal = (shape.pp - 1) * (f + b) / ((shape.m * shape.v + shape.pp - 1) * (f + b) + costs.optimizer);
       EXPECT_NEAR(eager.bubble_fraction, ideal, 1e-12);
       EXPECT_NEAR(analytic_bubble_fraction(shape.kind, shape.pp, shape.m, shape.v, costs), ideal, 1e-12);
       if (f == b && costs.optimizer == 0) {
@@ -100,6 +99,21 @@ TEST(PipelineSchedule, GridRunsWithoutDeadlockAndHasTheIdealBubble) {
       for (const RankReport& rank : eager.ranks) {
         EXPECT_DOUBLE_EQ(rank.busy, shape.m * shape.v * (f + b) + costs.optimizer);
         EXPECT_NEAR(rank.idle, eager.makespan - rank.busy, 1e-9);
+      }
+    }
+  }
+}
+
+TEST(PipelineSchedule, GpipeAndOneFOneBBubbleIsIdealWhateverThePlacementCosts) {
+  // Built with the default placement costs (f 1, b 2), simulated with f = b = 1.
+  for (int pp = 1; pp <= 8; ++pp) {
+    for (int m = 1; m <= 16; ++m) {
+      for (const Schedule& s : {make_gpipe(pp, m), make_1f1b(pp, m)}) {
+        for (const SendMode mode : {SendMode::eager, SendMode::blocking}) {
+          const SimulationResult r = simulate(s, {Costs{1, 1, 0, 0}, mode});
+          EXPECT_NEAR(r.bubble_fraction, (pp - 1.0) / (m + pp - 1.0), 1e-12)
+              << to_string(s.kind) << " pp " << pp << " m " << m;
+        }
       }
     }
   }
@@ -142,9 +156,22 @@ TEST(PipelineSchedule, OneFOneBComputeOrder) {
   const Op F = Op::forward, B = Op::backward;
   const Schedule s = make_1f1b(4, 8);
   // Rank 0: 3 warm-up forwards, alternate, drain.
-  EXPECT_EQ(compute_order(s.ranks[0]),
-            (std::vector<T>{{F, 0, 0}, {F, 1, 0}, {F, 2, 0}, {F, 3, 0}, {B, 0, 0}, {F, 4, 0}, {B, 1, 0}, {F, 5, 0},
-                            {B, 2, 0}, {F, 6, 0}, {B, 3, 0}, {F, 7, 0}, {B, 4, 0}, {B, 5, 0}, {B, 6, 0}, {B, 7, 0}}));
+  EXPECT_EQ(compute_order(s.ranks[0]), (std::vector<T>{{F, 0, 0},
+                                                       {F, 1, 0},
+                                                       {F, 2, 0},
+                                                       {F, 3, 0},
+                                                       {B, 0, 0},
+                                                       {F, 4, 0},
+                                                       {B, 1, 0},
+                                                       {F, 5, 0},
+                                                       {B, 2, 0},
+                                                       {F, 6, 0},
+                                                       {B, 3, 0},
+                                                       {F, 7, 0},
+                                                       {B, 4, 0},
+                                                       {B, 5, 0},
+                                                       {B, 6, 0},
+                                                       {B, 7, 0}}));
   std::vector<T> last;  // the last rank alternates from the start
   for (int i = 0; i < 8; ++i) {
     last.push_back({F, i, 0});
@@ -158,12 +185,38 @@ TEST(PipelineSchedule, InterleavedComputeOrderFollowsMegatron) {
   const Op F = Op::forward, B = Op::backward;
   const Schedule s = make_interleaved_1f1b(2, 4, 2);
   // Groups of pp = 2 micro-batches per chunk; rank 0 warms up 2 (pp - 1) + (v - 1) pp = 4, rank 1 2.
-  EXPECT_EQ(compute_order(s.ranks[0]),
-            (std::vector<T>{{F, 0, 0}, {F, 1, 0}, {F, 0, 1}, {F, 1, 1}, {F, 2, 0}, {B, 0, 1}, {F, 3, 0}, {B, 1, 1},
-                            {F, 2, 1}, {B, 0, 0}, {F, 3, 1}, {B, 1, 0}, {B, 2, 1}, {B, 3, 1}, {B, 2, 0}, {B, 3, 0}}));
-  EXPECT_EQ(compute_order(s.ranks[1]),
-            (std::vector<T>{{F, 0, 0}, {F, 1, 0}, {F, 0, 1}, {B, 0, 1}, {F, 1, 1}, {B, 1, 1}, {F, 2, 0}, {B, 0, 0},
-                            {F, 3, 0}, {B, 1, 0}, {F, 2, 1}, {B, 2, 1}, {F, 3, 1}, {B, 3, 1}, {B, 2, 0}, {B, 3, 0}}));
+  EXPECT_EQ(compute_order(s.ranks[0]), (std::vector<T>{{F, 0, 0},
+                                                       {F, 1, 0},
+                                                       {F, 0, 1},
+                                                       {F, 1, 1},
+                                                       {F, 2, 0},
+                                                       {B, 0, 1},
+                                                       {F, 3, 0},
+                                                       {B, 1, 1},
+                                                       {F, 2, 1},
+                                                       {B, 0, 0},
+                                                       {F, 3, 1},
+                                                       {B, 1, 0},
+                                                       {B, 2, 1},
+                                                       {B, 3, 1},
+                                                       {B, 2, 0},
+                                                       {B, 3, 0}}));
+  EXPECT_EQ(compute_order(s.ranks[1]), (std::vector<T>{{F, 0, 0},
+                                                       {F, 1, 0},
+                                                       {F, 0, 1},
+                                                       {B, 0, 1},
+                                                       {F, 1, 1},
+                                                       {B, 1, 1},
+                                                       {F, 2, 0},
+                                                       {B, 0, 0},
+                                                       {F, 3, 0},
+                                                       {B, 1, 0},
+                                                       {F, 2, 1},
+                                                       {B, 2, 1},
+                                                       {F, 3, 1},
+                                                       {B, 3, 1},
+                                                       {B, 2, 0},
+                                                       {B, 3, 0}}));
   // Stage 1 (chunk 0 of rank 1) sends to stage 2, chunk 1 of rank 0: round the ring.
   EXPECT_EQ(s.stage_of(1, 0), 1);
   EXPECT_EQ(s.rank_of(2), 0);
@@ -179,11 +232,18 @@ TEST(PipelineSchedule, OneFOneBTimelineMatchesHandDerivation) {
     int mb;
     double start, end;
   };
-  const std::vector<std::vector<E>> expected = {
-      {{Op::forward, 0, 0, 1}, {Op::forward, 1, 1, 2}, {Op::backward, 0, 4, 6}, {Op::forward, 2, 6, 7},
-       {Op::backward, 1, 7, 9}, {Op::backward, 2, 10, 12}},
-      {{Op::forward, 0, 1, 2}, {Op::backward, 0, 2, 4}, {Op::forward, 1, 4, 5}, {Op::backward, 1, 5, 7},
-       {Op::forward, 2, 7, 8}, {Op::backward, 2, 8, 10}}};
+  const std::vector<std::vector<E>> expected = {{{Op::forward, 0, 0, 1},
+                                                 {Op::forward, 1, 1, 2},
+                                                 {Op::backward, 0, 4, 6},
+                                                 {Op::forward, 2, 6, 7},
+                                                 {Op::backward, 1, 7, 9},
+                                                 {Op::backward, 2, 10, 12}},
+                                                {{Op::forward, 0, 1, 2},
+                                                 {Op::backward, 0, 2, 4},
+                                                 {Op::forward, 1, 4, 5},
+                                                 {Op::backward, 1, 5, 7},
+                                                 {Op::forward, 2, 7, 8},
+                                                 {Op::backward, 2, 8, 10}}};
   EXPECT_DOUBLE_EQ(r.makespan, 12);
   EXPECT_DOUBLE_EQ(r.bubble_fraction, 6.0 / 24.0);
   for (int rank = 0; rank < 2; ++rank) {
@@ -259,14 +319,17 @@ void expect_error(const ScheduleConfig& config, const std::string& message) {
 
 TEST(PipelineSchedule, RejectsBadInputWithClearMessages) {
   using K = ScheduleKind;
-  expect_error({K::interleaved, 4, 6, 2, {}}, "[pipeline] interleaved 1F1B needs micro_batches (6) divisible by pp (4)");
-  expect_error({K::interleaved, 1, 4, 2, {}},
-               "[pipeline] interleaved 1F1B needs pp >= 2 (got 1): with one rank there is nothing to interleave; use 1F1B");
+  expect_error({K::interleaved, 4, 6, 2, {}},
+               "[pipeline] interleaved 1F1B needs micro_batches (6) divisible by pp (4)");
+  expect_error(
+      {K::interleaved, 1, 4, 2, {}},
+      "[pipeline] interleaved 1F1B needs pp >= 2 (got 1): with one rank there is nothing to interleave; use 1F1B");
   expect_error({K::one_f_one_b, 0, 4, 1, {}}, "[pipeline] 1F1B needs pp >= 1 (got 0)");
   expect_error({K::gpipe, 2, 0, 1, {}}, "[pipeline] GPipe needs micro_batches >= 1 (got 0)");
   expect_error({K::interleaved, 2, 4, 0, {}}, "[pipeline] interleaved 1F1B needs virtual_chunks >= 1 (got 0)");
-  expect_error({K::gpipe, 2, 4, 2, {}},
-               "[pipeline] GPipe takes virtual_chunks = 1 (got 2); model chunks per rank need the interleaved 1F1B schedule");
+  expect_error(
+      {K::gpipe, 2, 4, 2, {}},
+      "[pipeline] GPipe takes virtual_chunks = 1 (got 2); model chunks per rank need the interleaved 1F1B schedule");
   expect_error({K::one_f_one_b, 2, 4, 1, {0, 2, 0, 0}},
                "[pipeline] placement costs need forward and backward > 0 (got 0, 2)");
   expect_error({K::one_f_one_b, 2, 4, 1, {1, 2, -1, 0}}, "[pipeline] placement cost comm must be >= 0 (got -1)");

@@ -5,10 +5,9 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "parallel/pipeline/schedule.h"
@@ -47,9 +46,10 @@ std::string error_of(const Schedule& s, const SimulationOptions& options = {}) {
 // The 1F1B compute order of pp 2, m 3 with the naive placement: send right after producing, receive
 // right before consuming.
 Schedule naive_one_f_one_b() {
-  return hand_made(2, 3,
-                   {{F(0), SA(0, 1), F(1), SA(1, 1), RG(0, 1), B(0), F(2), SA(2, 1), RG(1, 1), B(1), RG(2, 1), B(2), OPT},
-                    {RA(0, 0), F(0), B(0), SG(0, 0), RA(1, 0), F(1), B(1), SG(1, 0), RA(2, 0), F(2), B(2), SG(2, 0), OPT}});
+  return hand_made(
+      2, 3,
+      {{F(0), SA(0, 1), F(1), SA(1, 1), RG(0, 1), B(0), F(2), SA(2, 1), RG(1, 1), B(1), RG(2, 1), B(2), OPT},
+       {RA(0, 0), F(0), B(0), SG(0, 0), RA(1, 0), F(1), B(1), SG(1, 0), RA(2, 0), F(2), B(2), SG(2, 0), OPT}});
 }
 
 TEST(PipelineSimulator, NaivePlacementDeadlocksOnlyWithBlockingSends) {
@@ -57,17 +57,19 @@ TEST(PipelineSimulator, NaivePlacementDeadlocksOnlyWithBlockingSends) {
   // Buffered sends: it runs, exactly like the generated schedule.
   EXPECT_DOUBLE_EQ(simulate(naive).makespan, simulate(make_1f1b(2, 3)).makespan);
   // Rendezvous: rank 0 sends activation 1 while rank 1 sends gradient 0 (Note [Pipeline p2p order]).
-  EXPECT_EQ(error_of(naive, {Costs{}, SendMode::blocking}),
-            "[pipeline] deadlock (blocking sends): no rank can progress: rank 0 waits at instruction 3 "
-            "(send_activation mb 1 chunk 0 -> rank 1); rank 1 waits at instruction 3 (send_grad mb 0 chunk 0 -> rank 0)");
+  EXPECT_EQ(
+      error_of(naive, {Costs{}, SendMode::blocking}),
+      "[pipeline] deadlock (blocking sends): no rank can progress: rank 0 waits at instruction 3 "
+      "(send_activation mb 1 chunk 0 -> rank 1); rank 1 waits at instruction 3 (send_grad mb 0 chunk 0 -> rank 0)");
 }
 
 TEST(PipelineSimulator, DetectsACyclicWaitWithEagerSends) {
   // Rank 0 waits for a gradient before sending the activation that rank 1 needs to make it.
   const Schedule s = hand_made(2, 1, {{F(0), RG(0, 1), SA(0, 1), B(0), OPT}, {RA(0, 0), F(0), B(0), SG(0, 0), OPT}});
-  EXPECT_EQ(error_of(s), "[pipeline] deadlock (eager sends): no rank can progress: rank 0 waits at instruction 1 "
-                         "(recv_grad mb 0 chunk 0 <- rank 1); rank 1 waits at instruction 0 "
-                         "(recv_activation mb 0 chunk 0 <- rank 0)");
+  EXPECT_EQ(error_of(s),
+            "[pipeline] deadlock (eager sends): no rank can progress: rank 0 waits at instruction 1 "
+            "(recv_grad mb 0 chunk 0 <- rank 1); rank 1 waits at instruction 0 "
+            "(recv_activation mb 0 chunk 0 <- rank 0)");
 }
 
 TEST(PipelineSimulator, SingleRankNeedsNoMessages) {
@@ -95,20 +97,23 @@ TEST(PipelineSimulator, DetectsUnmatchedSendsAndReceives) {
 
   Schedule u = make_1f1b(2, 2);
   u.ranks[0].insert(u.ranks[0].begin() + 2, SA(0, 1));
-  EXPECT_EQ(error_of(u), "[pipeline] the activation of micro-batch 0 across stages 0/1 from rank 0 to rank 1 is sent "
-                         "2 times and received 1 times; each needs exactly one");
+  EXPECT_EQ(error_of(u),
+            "[pipeline] the activation of micro-batch 0 across stages 0/1 from rank 0 to rank 1 is sent "
+            "2 times and received 1 times; each needs exactly one");
 }
 
 TEST(PipelineSimulator, DetectsBadFieldsAndOrder) {
   // A receive of an activation on the first stage.
   Schedule s = make_1f1b(2, 1);
   s.ranks[0].insert(s.ranks[0].begin(), RA(0, 1));
-  EXPECT_EQ(error_of(s), "[pipeline] recv_activation mb 0 chunk 0 <- rank 1 (rank 0, instruction 0): stage 0 is the "
-                         "first stage; there is no stage -1 to exchange with");
+  EXPECT_EQ(error_of(s),
+            "[pipeline] recv_activation mb 0 chunk 0 <- rank 1 (rank 0, instruction 0): stage 0 is the "
+            "first stage; there is no stage -1 to exchange with");
   // A wrong peer.
   Schedule p = hand_made(3, 1, {{F(0), SA(0, 2), RG(0, 1), B(0)}, {}, {}});
-  EXPECT_EQ(error_of(p), "[pipeline] send_activation mb 0 chunk 0 -> rank 2 (rank 0, instruction 1): names peer 2, "
-                         "but its neighbour stage 1 is on rank 1");
+  EXPECT_EQ(error_of(p),
+            "[pipeline] send_activation mb 0 chunk 0 -> rank 2 (rank 0, instruction 1): names peer 2, "
+            "but its neighbour stage 1 is on rank 1");
   // Out-of-range micro-batch and chunk.
   EXPECT_EQ(error_of(hand_made(1, 1, {{F(1), B(0)}})),
             "[pipeline] forward mb 1 chunk 0 (rank 0, instruction 0): micro-batch must be in [0, 1)");
@@ -117,9 +122,10 @@ TEST(PipelineSimulator, DetectsBadFieldsAndOrder) {
   // Missing, repeated and misordered computations.
   EXPECT_EQ(error_of(hand_made(1, 2, {{F(0), B(0), F(1), OPT}})),
             "[pipeline] rank 0 never runs the backward of micro-batch 1 chunk 0 (stage 0)");
-  EXPECT_EQ(error_of(hand_made(1, 1, {{B(0), F(0)}})),
-            "[pipeline] rank 0 runs the backward of micro-batch 0 chunk 0 (stage 0) at instruction 0 before its forward "
-            "at instruction 1");
+  EXPECT_EQ(
+      error_of(hand_made(1, 1, {{B(0), F(0)}})),
+      "[pipeline] rank 0 runs the backward of micro-batch 0 chunk 0 (stage 0) at instruction 0 before its forward "
+      "at instruction 1");
   EXPECT_EQ(error_of(hand_made(1, 1, {{F(0), F(0), B(0)}})),
             "[pipeline] forward mb 0 chunk 0 (rank 0, instruction 1) repeats instruction 0; each runs once");
   EXPECT_EQ(error_of(hand_made(1, 2, {{F(0), B(0), OPT, F(1), B(1)}})),
@@ -149,9 +155,9 @@ TEST(PipelineSimulator, TimesWithCommunicationAndBothSendModes) {
     EXPECT_DOUBLE_EQ(r.makespan, 7.25);
     const auto& e0 = r.ranks[0].events;
     const auto& e1 = r.ranks[1].events;
-    EXPECT_DOUBLE_EQ(e1[1].start, 1.5);  // rank 1's forward
-    EXPECT_DOUBLE_EQ(e0[3].start, 5);    // rank 0's backward
-    EXPECT_DOUBLE_EQ(e0[4].end, 7.25);   // rank 0's optimizer step
+    EXPECT_DOUBLE_EQ(e1[1].start, 1.5);                                  // rank 1's forward
+    EXPECT_DOUBLE_EQ(e0[3].start, 5);                                    // rank 0's backward
+    EXPECT_DOUBLE_EQ(e0[4].end, 7.25);                                   // rank 0's optimizer step
     EXPECT_DOUBLE_EQ(e1[4].end, mode == SendMode::eager ? 4.75 : 5.25);  // rank 1's, after its send
     // Eager: the send returns at once; blocking: it returns when the receive has been met.
     EXPECT_DOUBLE_EQ(e0[1].end, mode == SendMode::eager ? 1 : 1.5);
@@ -223,7 +229,9 @@ TEST(PipelineTimeline, WritesChromeTraceFile) {
     write_chrome_trace(r, "/nonexistent-dir/trace.json");
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()).rfind("[pipeline] cannot open '/nonexistent-dir/trace.json' to write a Chrome trace", 0), 0u)
+    EXPECT_EQ(
+        std::string(e.what()).rfind("[pipeline] cannot open '/nonexistent-dir/trace.json' to write a Chrome trace", 0),
+        0u)
         << e.what();
   }
 }
