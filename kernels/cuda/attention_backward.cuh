@@ -4,15 +4,16 @@
 //   dK = scale dS^T Q,  dQ = scale dS K.
 // p is recomputed tile by tile from q, k and the forward's lse, so nothing T x T is ever stored.
 //
-// Why three kernels:
-//  1. attention_delta_kernel: Delta, one pass over dO and O (memory bound, tiny).
+// Why two kernels (launched in this order on one stream):
+//  1. attention_dq_kernel: one block per query tile, each warp owning 16 queries, walking the key
+//     tiles. First it computes Delta for its rows (it holds their dO anyway) and writes it out;
+//     then it recomputes p and dP and accumulates dQ. That is two more products than
+//     FlashAttention-2's version, which adds dQ with atomicAdd from the key-tile blocks, but every
+//     dQ element is written exactly once: results do not depend on block scheduling.
 //  2. attention_dkdv_kernel: one block per key tile, each warp owning 16 keys; it walks over the
 //     query tiles and accumulates dK and dV for its keys in registers. Everything it needs of a
 //     query tile (the transposed scores, p^T, dP^T, dS^T) is produced in the warp's own accumulator
 //     registers, so no shared-memory round trip and no barrier beyond the tile double-buffering.
-//  3. attention_dq_kernel: one block per query tile, each warp owning 16 queries, walking the key
-//     tiles. It recomputes p and dP (two more products than FlashAttention-2's atomicAdd version)
-//     but writes each dQ element exactly once: results do not depend on block scheduling.
 // The masking and longest-first ordering follow attention_forward.cuh.
 #pragma once
 
@@ -20,38 +21,47 @@
 
 namespace zt::cuda::attn {
 
-// ---- 1. Delta = rowsum(dO * O) -------------------------------------------------------------------
+// ---- Delta = rowsum(dO * O), computed by the dQ kernel's warps --------------------------------
+// For the 16 rows a warp owns: dO from the warp's rows of the shared tile, O straight from device
+// memory (read once, here). Each pair of lanes sums one row; the row's value is then handed to the
+// lanes of the accumulator layout (rows g and g + 8) and written out for the dK/dV kernel, which
+// runs after the dQ kernel. Rows past T get 0 and are not written.
 template <typename Elem, int D>
-__global__ void attention_delta_kernel(const Elem* grad_out, const Elem* out, float* delta, int64_t rows) {
-  constexpr int kLanesPerRow = D / 8;  // each lane reads 16 bytes of both tensors
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t row = idx / kLanesPerRow;
-  const int part = static_cast<int>(idx % kLanesPerRow);
+__device__ __forceinline__ void warp_delta(const Elem* s_do_rows, const Elem* out, float* delta, int row0, int T,
+                                           int lane, float (&dlt)[2]) {
+  constexpr int kStride = D + kPad;
+  const int r = lane >> 1, half = lane & 1;
+  const int row = row0 + r;
   float sum = 0.f;
-  if (row < rows) {
-    const uint4 a = *reinterpret_cast<const uint4*>(grad_out + row * D + part * 8);
-    const uint4 b = *reinterpret_cast<const uint4*>(out + row * D + part * 8);
-    const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
+  if (row < T) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float2 fa, fb;
-      if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-        fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&aw[i]));
-        fb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bw[i]));
-      } else {
-        fa = __half22float2(*reinterpret_cast<const __half2*>(&aw[i]));
-        fb = __half22float2(*reinterpret_cast<const __half2*>(&bw[i]));
+    for (int c = 0; c < D / 16; ++c) {
+      const int col = half * (D / 2) + c * 8;
+      const uint4 a = *reinterpret_cast<const uint4*>(s_do_rows + r * kStride + col);
+      const uint4 b = *reinterpret_cast<const uint4*>(out + static_cast<int64_t>(row) * D + col);
+      const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float2 fa, fb;
+        if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
+          fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&aw[i]));
+          fb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bw[i]));
+        } else {
+          fa = __half22float2(*reinterpret_cast<const __half2*>(&aw[i]));
+          fb = __half22float2(*reinterpret_cast<const __half2*>(&bw[i]));
+        }
+        sum = fmaf(fa.x, fb.x, fmaf(fa.y, fb.y, sum));
       }
-      sum = fmaf(fa.x, fb.x, fmaf(fa.y, fb.y, sum));
     }
   }
-  // Every lane shuffles (the groups of kLanesPerRow lanes are aligned inside the warp).
-#pragma unroll
-  for (int offset = kLanesPerRow / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if (row < rows && part == 0) delta[row] = sum;
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  if (half == 0 && row < T) delta[row] = sum;
+  const int g = lane >> 2;
+  dlt[0] = __shfl_sync(0xffffffffu, sum, 2 * g);
+  dlt[1] = __shfl_sync(0xffffffffu, sum, 2 * (g + 8));
 }
 
-// ---- 2. dK and dV, one block per key tile --------------------------------------------------------
+// ---- dK and dV, one block per key tile --------------------------------------------------------
 template <int D, int kWarps, int kBlockM>
 struct DkDvConfig {
   static constexpr int kThreads = 32 * kWarps;
@@ -220,7 +230,7 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dkdv_kernel(BackwardPar
                            lane);
 }
 
-// ---- 3. dQ, one block per query tile -------------------------------------------------------------
+// ---- dQ (and Delta), one block per query tile -------------------------------------------------------------
 template <int D, int kWarps, int kBlockN>
 struct DqConfig {
   static constexpr int kThreads = 32 * kWarps;
@@ -272,13 +282,14 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dq_kernel(BackwardParam
   const int row_lo = warp_row0 + g, row_hi = row_lo + 8;
   const float scale_log2 = p.scale * kLog2e;
   const float* lse = p.lse + static_cast<int64_t>(bh) * T;
-  const float* delta = p.delta + static_cast<int64_t>(bh) * T;
   // Queries past T: p = 0 (lse = +inf), and their dQ rows are not stored.
   const float lse2[2] = {row_lo < T ? lse[row_lo] * kLog2e : INFINITY, row_hi < T ? lse[row_hi] * kLog2e : INFINITY};
-  const float dlt[2] = {row_lo < T ? delta[row_lo] : 0.f, row_hi < T ? delta[row_hi] : 0.f};
 
   cp_async_wait<1>();  // q and dO
   __syncthreads();
+  float dlt[2];
+  warp_delta<Elem, D>(s_do + 16 * warp * kStride, static_cast<const Elem*>(p.out) + head,
+                      p.delta + static_cast<int64_t>(bh) * T, warp_row0, T, lane, dlt);
   const int a_off = a_or_trans_offset<kStride>(lane);
   const int b_off = b_offset<kStride>(lane);
   AOperand<D, true> q_frag, do_frag;
@@ -375,16 +386,6 @@ inline cudaError_t launch_with_smem(Kernel kernel, dim3 grid, int threads, size_
   return cudaGetLastError();
 }
 
-template <typename Elem, int D>
-inline cudaError_t launch_attention_delta(const BackwardParams& p, cudaStream_t stream) {
-  const int64_t rows = static_cast<int64_t>(p.batch_heads) * p.seq_len;
-  constexpr int kThreads = 256;
-  const int64_t blocks = (rows * (D / 8) + kThreads - 1) / kThreads;
-  attention_delta_kernel<Elem, D><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      static_cast<const Elem*>(p.grad_out), static_cast<const Elem*>(p.out), p.delta, rows);
-  return cudaGetLastError();
-}
-
 template <typename Elem, int D, int kWarps, int kBlockM, bool kKVInRegisters>
 inline cudaError_t launch_attention_dkdv(const BackwardParams& p, cudaStream_t stream) {
   using Cfg = DkDvConfig<D, kWarps, kBlockM>;
@@ -406,16 +407,15 @@ inline cudaError_t launch_attention_dq(const BackwardParams& p, cudaStream_t str
 // the k and v fragments from shared memory in dK/dV to stay within 255 registers.
 template <typename Elem, int D>
 inline cudaError_t launch_attention_backward_t(const BackwardParams& p, cudaStream_t stream) {
-  cudaError_t err = launch_attention_delta<Elem, D>(p, stream);
-  if (err != cudaSuccess) return err;
+  // dQ first: it also writes Delta, which the dK/dV kernel reads (same stream, so ordered).
   if constexpr (D == 64) {
-    err = launch_attention_dkdv<Elem, D, /*warps*/ 4, /*query tile*/ 32, /*k, v in registers*/ true>(p, stream);
+    cudaError_t err = launch_attention_dq<Elem, D, /*warps*/ 8, /*key tile*/ 32>(p, stream);
     if (err != cudaSuccess) return err;
-    return launch_attention_dq<Elem, D, /*warps*/ 8, /*key tile*/ 32>(p, stream);
+    return launch_attention_dkdv<Elem, D, /*warps*/ 4, /*query tile*/ 32, /*k, v in registers*/ true>(p, stream);
   } else {
-    err = launch_attention_dkdv<Elem, D, 4, 64, false>(p, stream);
+    cudaError_t err = launch_attention_dq<Elem, D, 4, 32>(p, stream);
     if (err != cudaSuccess) return err;
-    return launch_attention_dq<Elem, D, 4, 32>(p, stream);
+    return launch_attention_dkdv<Elem, D, 4, 64, false>(p, stream);
   }
 }
 

@@ -49,7 +49,7 @@ struct BackwardParams {
   const void* v = nullptr;
   const void* out = nullptr;
   const float* lse = nullptr;
-  float* delta = nullptr;  // scratch, f32 [B, H, T]: rowsum(grad_out * out)
+  float* delta = nullptr;  // scratch, f32 [B, H, T]: rowsum(grad_out * out), written by the dQ kernel
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;

@@ -20,9 +20,9 @@ LossShape check_loss_inputs(const char* api, const Tensor& logits, const Tensor&
   const int64_t n = logits.size(0), v = logits.size(1);
   ZT_CHECK(targets.numel() == n, api, "targets ", targets.describe(), " need one entry per row of logits ",
            logits.describe());
-  const int64_t valid = valid_vocab <= 0 ? v : valid_vocab;
-  ZT_CHECK(valid >= 1 && valid <= v, api, "valid_vocab ", valid_vocab, " must be in [1, ", v, "] (or -1 for all)");
-  return {n, v, valid};
+  ZT_CHECK(valid_vocab >= 1 && valid_vocab <= v, api, "valid_vocab ", valid_vocab, " must be in [1, V] for logits ",
+           logits.describe());
+  return {n, v, valid_vocab};
 }
 
 template <typename F>

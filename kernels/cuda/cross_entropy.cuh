@@ -74,7 +74,7 @@ __device__ __forceinline__ bool target_counts(I target, int64_t ignore_index, in
   return true;
 }
 
-// losses[row] = lse - x[target] (0 when ignored); lse[row] over the valid columns.
+// losses[row] = lse - x[target] and lse[row] over the valid columns (both 0 when the row is ignored).
 template <typename T, typename I, bool kVec>
 __global__ void cross_entropy_forward_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
                                              float* __restrict__ losses, float* __restrict__ lse_out, int64_t v,
@@ -87,7 +87,7 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ logits, const
     const float lse = s.max + logf(s.sum);
     const bool counts = target_counts(targets[row], ignore_index, valid, errors, true);
     losses[row] = counts ? lse - static_cast<float>(to_acc(x[static_cast<int64_t>(targets[row])])) : 0.0f;
-    lse_out[row] = lse;
+    lse_out[row] = counts ? lse : 0.0f;  // as the CPU backend: ignored rows have loss 0 and lse 0
   }
 }
 
@@ -119,7 +119,7 @@ __global__ void cross_entropy_fused_kernel(const T* logits, const I* __restrict_
   __syncthreads();  // the target's logit is read before any thread overwrites the row
   if (threadIdx.x == 0) {
     losses[row] = counts ? lse - target_logit : 0.0f;
-    lse_out[row] = lse;
+    lse_out[row] = counts ? lse : 0.0f;
   }
   write_row_gradient<kVec>(x, dlogits + row * v, v, valid, target, lse, counts ? grad_scale : 0.0f);
 }

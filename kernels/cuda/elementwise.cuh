@@ -90,7 +90,7 @@ __device__ __forceinline__ A unary_derivative(UnaryOp op, A x, A y, A s) {
     case UnaryOp::gelu: return gelu_tanh_derivative(x);
     case UnaryOp::add_scalar: return A(1);
     case UnaryOp::mul_scalar: return s;
-    case UnaryOp::pow_scalar: return s * pow(x, s - A(1));
+    case UnaryOp::pow_scalar: return s == A(0) ? A(0) : s * pow(x, s - A(1));
   }
   return A(0);
 }

@@ -253,14 +253,15 @@ Tensor CudaBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, boo
   cuda::check_same_device(api, a, b);
   ZT_CHECK(a.dtype() == b.dtype() && is_floating(a.dtype()), api, "needs two operands of one floating dtype, got a ",
            a.describe(), ", b ", b.describe());
-  cuda::check_contiguous(api, a, "a");
-  cuda::check_contiguous(api, b, "b");
+  // An empty operand has no layout to speak of (and may carry any strides).
+  if (a.numel() > 0) cuda::check_contiguous(api, a, "a");
+  if (b.numel() > 0) cuda::check_contiguous(api, b, "b");
   const MatrixDims da = matrix_dims("a", a), db = matrix_dims("b", b);
   const int64_t m = transpose_a ? da.cols : da.rows, k = transpose_a ? da.rows : da.cols;
   const int64_t kb = transpose_b ? db.cols : db.rows, n = transpose_b ? db.rows : db.cols;
   ZT_CHECK(k == kb, api, "inner dimensions differ: a is ", a.describe(), transpose_a ? " (transposed)" : "", ", b is ",
            b.describe(), transpose_b ? " (transposed)" : "");
-  ZT_CHECK(batch >= 1 && (da.batch == batch || da.batch == 1) && (db.batch == batch || db.batch == 1), api,
+  ZT_CHECK(batch >= 0 && (da.batch == batch || da.batch == 1) && (db.batch == batch || db.batch == 1), api,
            "batch ", batch, " does not match a ", a.describe(), " and b ", b.describe(), " (each needs batch or 1)");
   Tensor out = empty({batch, m, n}, a.dtype(), a.device());
   if (out.numel() == 0) return out;

@@ -28,9 +28,24 @@ __device__ __forceinline__ A reduce_identity(ReduceOp op) {
   }
 }
 
+// max propagates NaN, as IEEE maximum and the CPU backend (v != v only for NaN; never for integers).
 template <typename A>
 __device__ __forceinline__ A reduce_combine(ReduceOp op, A a, A b) {
-  return op == ReduceOp::sum ? a + b : (b > a ? b : a);
+  if (op == ReduceOp::sum) return a + b;
+  if (a != a) return a;
+  return (b > a || b != b) ? b : a;
+}
+
+// Whether (v, i) beats (best, best_i) for max_last_dim: NaN is the maximum, then the larger value,
+// then the smaller index (the first maximum). An index below 0 means no element yet.
+template <typename A>
+__device__ __forceinline__ bool max_candidate_wins(A v, int64_t i, A best, int64_t best_i) {
+  if (i < 0) return false;
+  if (best_i < 0) return true;
+  const bool v_nan = v != v, best_nan = best != best;
+  if (v_nan != best_nan) return v_nan;
+  if (!v_nan && v != best) return v > best;
+  return i < best_i;
 }
 
 template <typename A>
@@ -127,7 +142,7 @@ __global__ void max_last_dim_kernel(const T* __restrict__ x, int64_t rows, int64
   int64_t best_index = -1;
   for (int64_t i = lane; i < c; i += 32) {
     const A v = to_acc(xr[i]);
-    if (best_index < 0 || v > best) {  // strict: a lane keeps its first maximum
+    if (max_candidate_wins(v, i, best, best_index)) {
       best = v;
       best_index = i;
     }
@@ -136,8 +151,7 @@ __global__ void max_last_dim_kernel(const T* __restrict__ x, int64_t rows, int64
   for (int offset = 16; offset > 0; offset >>= 1) {
     const A ov = __shfl_xor_sync(0xffffffffu, best, offset);
     const int64_t oi = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    const bool take = oi >= 0 && (best_index < 0 || ov > best || (ov == best && oi < best_index));
-    if (take) {
+    if (max_candidate_wins(ov, oi, best, best_index)) {
       best = ov;
       best_index = oi;
     }

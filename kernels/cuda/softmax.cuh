@@ -64,12 +64,14 @@ __global__ void softmax_forward_kernel(const T* __restrict__ x, T* __restrict__ 
   SoftmaxState s{-INFINITY, 0.0f};
   for_each_in_row<kVec>(xr, static_cast<const T*>(nullptr), c, [&](float v, float) { s = softmax_add(s, v); });
   s = block_softmax_merge(s, scratch);
+  // An all -inf row: max 0 avoids inf - inf (the CPU backend does the same).
+  const float m = s.max == -INFINITY ? 0.0f : s.max;
   if constexpr (kLog) {
-    const float lse = s.max + logf(s.sum);
-    map_row<kVec>(xr, static_cast<const T*>(nullptr), yr, c, [&](float v, float) { return v - lse; });
+    // (x - max) - log(sum), not x - (max + log(sum)): keeps the small log term's precision.
+    const float log_sum = logf(s.sum);
+    map_row<kVec>(xr, static_cast<const T*>(nullptr), yr, c, [&](float v, float) { return (v - m) - log_sum; });
   } else {
     const float inv = 1.0f / s.sum;
-    const float m = s.max;
     map_row<kVec>(xr, static_cast<const T*>(nullptr), yr, c, [&](float v, float) { return expf(v - m) * inv; });
   }
 }

@@ -32,6 +32,8 @@ zt_install_dependencies() {
 
 zt_configure_and_build() {
   local build_dir=$1
+  shift
+  local targets=("$@")  # empty: everything
   local jobs=${JOBS:-$(nproc)}
   local launcher=()
   command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
@@ -41,5 +43,9 @@ zt_configure_and_build() {
     cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DZT_CUDA="${ZT_CUDA:-AUTO}" \
       -DZT_WERROR="${ZT_WERROR:-OFF}" "${launcher[@]}" ${ZT_CMAKE_ARGS:-}
   fi
-  cmake --build "$build_dir" -j "$jobs"
+  if [ ${#targets[@]} -gt 0 ]; then
+    cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}"
+  else
+    cmake --build "$build_dir" -j "$jobs"
+  fi
 }

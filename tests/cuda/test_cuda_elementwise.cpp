@@ -117,20 +117,26 @@ TEST(CudaElementwise, UnaryAndBackwardMatchCpu) {
 
 TEST(CudaElementwise, AxpyAndScaleMatchCpu) {
   ZT_REQUIRE_GPU();
-  for (DType dst_type : {DType::f32, DType::bf16, DType::f64}) {
-    for (DType src_type : {DType::f32, DType::bf16}) {
-      Tensor dst = randn_cpu({4097}, dst_type, 1), src = randn_cpu({4097}, src_type, 2);
-      Tensor dst_g = to_gpu(dst);
-      cpu().axpy(dst, src, -0.7);
-      gpu().axpy(dst_g, to_gpu(src), -0.7);
-      expect_close(dst_g, dst, tol_for(dst_type), std::string("axpy ") + dtype_name(dst_type) + " += " + dtype_name(src_type));
-    }
+  for (DType dst_type : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+    Tensor dst = randn_cpu({4097}, dst_type, 1), src = randn_cpu({4097}, dst_type, 2);
+    Tensor dst_g = to_gpu(dst);
+    cpu().axpy(dst, src, -0.7);
+    gpu().axpy(dst_g, to_gpu(src), -0.7);
+    expect_close(dst_g, dst, tol_for(dst_type), std::string("axpy ") + dtype_name(dst_type));
     Tensor x = randn_cpu({333}, dst_type, 3);
     Tensor xg = to_gpu(x);
     cpu().scale(x, 0.3);
     gpu().scale(xg, 0.3);
     expect_close(xg, x, tol_for(dst_type), std::string("scale ") + dtype_name(dst_type));
   }
+  // The GPU also adds a bf16 source into an f32 destination directly (gradient accumulation).
+  Tensor dst = randn_cpu({1001}, DType::f32, 3), src = randn_cpu({1001}, DType::bf16, 4);
+  Tensor dst_g = to_gpu(dst);
+  gpu().axpy(dst_g, to_gpu(src), 0.25);
+  Tensor src_f32 = empty({1001}, DType::f32, Device::cpu());
+  cpu().copy_strided(src, src_f32);
+  cpu().axpy(dst, src_f32, 0.25);
+  expect_close(dst_g, dst, tol_for(DType::f32), "axpy f32 += bf16");
 }
 
 TEST(CudaElementwise, DropoutMaskMatchesCpuExactly) {

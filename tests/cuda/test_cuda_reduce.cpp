@@ -30,9 +30,9 @@ TEST(CudaReduce, SumAndMaxOverAnyDimsMatchCpu) {
       {{1}, {{1}}},
   };
   uint64_t seed = 40;
-  for (DType dtype : {DType::f32, DType::bf16, DType::f64, DType::i64}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
     for (const Case& cs : cases) {
-      Tensor x = is_floating(dtype) ? randn_cpu(cs.shape, dtype, ++seed) : randint_cpu(cs.shape, dtype, ++seed, -50, 50);
+      Tensor x = randn_cpu(cs.shape, dtype, ++seed);
       Tensor xg = to_gpu(x);
       for (const auto& mask : cs.masks) {
         int64_t reduced = 1;
@@ -57,7 +57,7 @@ TEST(CudaReduce, SumIsBitwiseReproducible) {
 
 TEST(CudaReduce, MaxLastDimFindsTheFirstMaximum) {
   ZT_REQUIRE_GPU();
-  for (DType dtype : {DType::f32, DType::bf16, DType::i32}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f64}) {
     // Coarse values (integers in [0, 20)) make ties common: the index must be the first one.
     for (const Shape& shape : {Shape{7, 13}, Shape{5, 1000}, Shape{2, 3, 33}, Shape{50000}}) {
       Tensor x = randint_cpu(shape, dtype, 9, 0, 20);
@@ -67,6 +67,33 @@ TEST(CudaReduce, MaxLastDimFindsTheFirstMaximum) {
       expect_close(got_v, want_v, {0.0}, "max values " + what);
       expect_same_bits(got_i, want_i, "argmax " + what);
     }
+  }
+  // A NaN is the maximum (the first one), as on the CPU; max over dims propagates it too.
+  Tensor x = make_cpu({3, 70}, DType::f32, [](int64_t i) { return i == 75 || i == 90 ? NAN : static_cast<double>(i % 7); });
+  auto [want_v, want_i] = cpu().max_last_dim(x);
+  auto [got_v, got_i] = gpu().max_last_dim(to_gpu(x));
+  expect_close(got_v, want_v, {0.0}, "max values with NaN");
+  expect_same_bits(got_i, want_i, "argmax with NaN");
+  expect_close(gpu().reduce(ReduceOp::max, to_gpu(x), {false, true}), cpu().reduce(ReduceOp::max, x, {false, true}),
+               {0.0}, "max over a dim with NaN");
+}
+
+TEST(CudaReduce, IntegerReductions) {
+  ZT_REQUIRE_GPU();
+  // The GPU also reduces i32/i64 (the CPU backend does not): checked against exact host sums.
+  Tensor x = randint_cpu({37, 1001}, DType::i64, 5, -1000, 1000);
+  const std::vector<double> xv = as_doubles(x);
+  const std::vector<double> rows = as_doubles(gpu().reduce(ReduceOp::sum, to_gpu(x), {false, true}));
+  const std::vector<double> cols = as_doubles(gpu().reduce(ReduceOp::max, to_gpu(x), {true, false}));
+  for (int64_t r = 0; r < 37; ++r) {
+    double s = 0;
+    for (int64_t c = 0; c < 1001; ++c) s += xv[static_cast<size_t>(r * 1001 + c)];
+    EXPECT_EQ(rows[static_cast<size_t>(r)], s) << r;
+  }
+  for (int64_t c = 0; c < 1001; ++c) {
+    double m = -1e300;
+    for (int64_t r = 0; r < 37; ++r) m = std::max(m, xv[static_cast<size_t>(r * 1001 + c)]);
+    EXPECT_EQ(cols[static_cast<size_t>(c)], m) << c;
   }
 }
 

@@ -24,7 +24,9 @@ TEST(CudaRuntime, VersionInfoNamesTheLibraries) {
   const std::string info = cuda::version_info();
   for (const char* part : {"CUDA runtime", "driver", "cuBLASLt", "cuDNN"})
     EXPECT_NE(info.find(part), std::string::npos) << part << " missing in: " << info;
-  if (cuda::device_count() > 0) EXPECT_NE(info.find("cuda:0"), std::string::npos) << info;
+  if (cuda::device_count() > 0) {
+    EXPECT_NE(info.find("cuda:0"), std::string::npos) << info;
+  }
 }
 
 TEST(CudaRuntime, DeviceNameAndBadDevice) {
