@@ -75,7 +75,10 @@ Tensor ids(int64_t n, int64_t high, uint64_t seed) {
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s;
-  for (int64_t v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
+  for (int64_t v : d) {
+    if (!s.empty()) s += 'x';
+    s += std::to_string(v);
+  }
   return s;
 }
 

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "models/safetensors.h"
 
@@ -27,7 +29,40 @@ std::array<uint32_t, 256> make_crc_table() {
   return t;
 }
 
-std::string shard_file_name(int shard_rank) { return fmt::format("shard_{:05d}.safetensors", shard_rank); }
+// Note [Checkpoint pipeline stages].
+std::string shard_file_name(int shard_rank, int pipeline_rank, int pipeline_size) {
+  if (pipeline_size == 1) return fmt::format("shard_{:05d}.safetensors", shard_rank);
+  return fmt::format("stage_{:02d}_shard_{:05d}.safetensors", pipeline_rank, shard_rank);
+}
+
+// What a shard file holds, from its header alone: the units it has state for and its shard rank.
+struct ShardContents {
+  std::vector<int> units;
+  int shard_rank = 0;
+};
+
+ShardContents read_shard_contents(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), sizeof(n));
+  ZT_CHECK(in.good() && n > 0 && n < (uint64_t{1} << 30), "checkpoint", file, " has no valid safetensors header");
+  std::string header(n, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(n));
+  ZT_CHECK(in.good(), "checkpoint", file, " is truncated inside its header");
+  const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  ZT_CHECK(j.is_object(), "checkpoint", file, " has a header that is not a JSON object");
+  ShardContents c;
+  for (const auto& [name, value] : j.items()) {
+    if (name == "__metadata__") {
+      if (value.contains("shard_rank")) c.shard_rank = std::stoi(value.at("shard_rank").get<std::string>());
+      continue;
+    }
+    int unit = -1;
+    if (name.starts_with("unit.") && name.ends_with(".master")) unit = std::stoi(name.substr(5));
+    if (unit >= 0) c.units.push_back(unit);
+  }
+  return c;
+}
 
 void check_dim(const char* field, int64_t in_checkpoint, int64_t in_model, const std::string& path) {
   ZT_CHECK(in_checkpoint == in_model, "checkpoint", path, " was written for model.", field, " = ", in_checkpoint,
@@ -37,7 +72,8 @@ void check_dim(const char* field, int64_t in_checkpoint, int64_t in_model, const
 std::optional<int64_t> parse_step_dir(const std::string& name) {
   if (!name.starts_with("step_") || name.ends_with(".tmp")) return std::nullopt;
   const std::string digits = name.substr(5);
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  const auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (digits.empty() || digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), is_digit)) return std::nullopt;
   return std::stoll(digits);
 }
 
@@ -67,21 +103,30 @@ std::string checkpoint_dir_name(int64_t step) { return fmt::format("step_{:08d}"
 
 std::string save_checkpoint(const std::string& dir, const TrainingState& state, zero::ZeroEngine& engine,
                             const GptConfig& model, const std::string& config_text, comm::Communicator& world,
-                            int keep_last) {
+                            int keep_last, const CheckpointPlacement& placement) {
   const fs::path final_dir = fs::path(dir) / checkpoint_dir_name(state.step);
   const fs::path tmp_dir = fs::path(final_dir.string() + ".tmp");
   if (fs::exists(final_dir)) return final_dir.string();  // Note [Checkpoint safety]: never overwritten
   const int rank = world.rank();
   if (rank == 0) {
-    fs::remove_all(tmp_dir);  // a crash's leftovers; never a complete checkpoint
+    // A crash's leftovers, of this step or any other: never a complete checkpoint, and no other
+    // save can be running (saves are collective), so every step_*.tmp under dir is garbage.
+    if (fs::is_directory(dir))
+      for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        if (name.starts_with("step_") && name.ends_with(".tmp") && e.is_directory()) fs::remove_all(e.path());
+      }
     fs::create_directories(tmp_dir);
   }
   world.barrier()->wait();
 
-  // Each data-parallel rank of the first model replica writes its shard (stage 0: only rank 0).
-  const bool writes = engine.config().stage == 0 ? rank == 0 : rank < engine.dp_size();
+  // Each data-parallel rank of the first model replica writes its shard (stage 0: only rank 0); with
+  // pp > 1, those of every pipeline rank (Note [Checkpoint pipeline stages]).
+  const int pp = placement.pipeline_size;
+  const bool writes = pp == 1 ? (engine.config().stage == 0 ? rank == 0 : rank < engine.dp_size())
+                              : (engine.config().stage == 0 ? engine.dp_rank() == 0 : true);
   const int shard_ranks = engine.config().stage == 0 ? 1 : engine.dp_size();
-  std::vector<int64_t> report = {0, 0};
+  std::vector<int64_t> report = {0, 0, placement.pipeline_rank, engine.shard_rank()};
   if (writes) {
     std::vector<std::pair<std::string, Tensor>> tensors;
     auto states = engine.shard_states();
@@ -92,18 +137,29 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
       tensors.emplace_back(fmt::format("unit.{}.exp_avg_sq", u), states[u].exp_avg_sq);
     }
     const std::string bytes = serialize_safetensors(tensors, {{"shard_rank", std::to_string(engine.shard_rank())}});
-    write_file_atomically((tmp_dir / shard_file_name(engine.shard_rank())).string(), bytes);
-    report = {static_cast<int64_t>(crc32(bytes.data(), bytes.size())), static_cast<int64_t>(bytes.size())};
+    write_file_atomically(
+        (tmp_dir / shard_file_name(engine.shard_rank(), placement.pipeline_rank, pp)).string(), bytes);
+    report[0] = static_cast<int64_t>(crc32(bytes.data(), bytes.size()));
+    report[1] = static_cast<int64_t>(bytes.size());
   }
-  Tensor mine = from_vector(report, {2}, world.device());
-  Tensor all = empty({2 * static_cast<int64_t>(world.size())}, DType::i64, world.device());
+  Tensor mine = from_vector(report, {4}, world.device());
+  Tensor all = empty({4 * static_cast<int64_t>(world.size())}, DType::i64, world.device());
   world.all_gather(mine, all)->wait();
   std::vector<int64_t> reports = all.to_vector<int64_t>();
+  // Every unit's size, also of those this rank's pipeline stage does not hold.
+  std::vector<int64_t> unit_numel;
+  for (const auto& L : engine.layouts()) unit_numel.push_back(L.numel);
+  if (pp > 1) {
+    Tensor t = from_vector(unit_numel, {static_cast<int64_t>(unit_numel.size())}, world.device());
+    world.all_reduce(t, comm::ReduceOp::max)->wait();
+    unit_numel = t.to_vector<int64_t>();
+  }
 
   if (rank == 0) {
     zerotrain::CheckpointMeta meta;
     meta.set_format_version(kFormatVersion);
     meta.set_step(state.step);
+    meta.set_optimizer_steps(engine.step_count());
     meta.set_tokens_seen(state.tokens_seen);
     meta.set_shard_ranks(shard_ranks);
     meta.set_zero_stage(engine.config().stage);
@@ -122,24 +178,25 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
     pos->set_part_index(state.data_part_index);
     pos->set_window_index(state.data_window_index);
     pos->set_window_tokens(state.data_window_tokens);
-    for (const auto& L : engine.layouts()) {
+    for (size_t k = 0; k < unit_numel.size(); ++k) {
       auto* u = meta.add_units();
-      u->set_unit(L.unit);
-      u->set_numel(L.numel);
+      u->set_unit(static_cast<int>(k));
+      u->set_numel(unit_numel[k]);
     }
     // Verify what landed on disk against what each writer meant to write.
     for (int r = 0; r < world.size(); ++r) {
-      const int64_t bytes = reports[static_cast<size_t>(2 * r + 1)];
+      const int64_t* rep = &reports[static_cast<size_t>(4 * r)];
+      const int64_t bytes = rep[1];
       if (bytes == 0) continue;
-      const int s = engine.config().stage == 0 ? 0 : r;
-      const fs::path file = tmp_dir / shard_file_name(s);
-      const uint32_t want = static_cast<uint32_t>(reports[static_cast<size_t>(2 * r)]);
+      const std::string name = shard_file_name(static_cast<int>(rep[3]), static_cast<int>(rep[2]), pp);
+      const fs::path file = tmp_dir / name;
+      const uint32_t want = static_cast<uint32_t>(rep[0]);
       ZT_CHECK(fs::exists(file) && static_cast<int64_t>(fs::file_size(file)) == bytes, "checkpoint", file.string(),
                " is missing or has the wrong size after writing (", bytes, " bytes expected)");
       const uint32_t got = file_crc32(file.string());
       ZT_CHECK(got == want, "checkpoint", file.string(), " reads back with CRC ", got, ", written with ", want);
       auto* f = meta.add_files();
-      f->set_name(shard_file_name(s));
+      f->set_name(name);
       f->set_bytes(static_cast<uint64_t>(bytes));
       f->set_crc32(want);
     }
@@ -158,6 +215,12 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
   }
   world.barrier()->wait();
   return final_dir.string();
+}
+
+std::optional<int64_t> checkpoint_step(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();  // "…/step_00000100/"
+  return parse_step_dir(p.filename().string());
 }
 
 std::optional<std::string> latest_checkpoint(const std::string& dir) {
@@ -191,15 +254,21 @@ TrainingState load_checkpoint(const std::string& path, zero::ZeroEngine& engine,
   const auto& layouts = engine.layouts();
   ZT_CHECK(meta.units_size() == static_cast<int>(layouts.size()), "checkpoint", path, " has ", meta.units_size(),
            " parameter units, the model has ", layouts.size());
-  for (size_t u = 0; u < layouts.size(); ++u)
+  auto states = engine.shard_states();
+  for (size_t u = 0; u < layouts.size(); ++u) {
+    if (!states[u].master.defined()) continue;  // another pipeline stage's unit
     ZT_CHECK(meta.units(static_cast<int>(u)).numel() == layouts[u].numel, "checkpoint", path, ": unit ", u, " has ",
              meta.units(static_cast<int>(u)).numel(), " elements, the model's has ", layouts[u].numel);
+  }
   const int old_ranks = meta.shard_ranks();
-  ZT_CHECK(old_ranks >= 1 && meta.files_size() == old_ranks, "checkpoint", path, " lists ", meta.files_size(),
-           " shard files for ", old_ranks, " shard ranks");
+  ZT_CHECK(old_ranks >= 1 && meta.files_size() >= old_ranks && meta.files_size() % old_ranks == 0, "checkpoint", path,
+           " lists ", meta.files_size(), " shard files for ", old_ranks,
+           " shard ranks (one set of shard ranks per pipeline rank)");
 
-  // Verify and read every shard file (Note [Checkpoint safety]); reshard from them.
-  std::vector<SafetensorsFile> shards;
+  // Verify every shard file (Note [Checkpoint safety]) and find each unit's shards by their headers
+  // (Note [Checkpoint pipeline stages]); read only the files this rank needs.
+  std::vector<std::string> files;
+  std::map<std::pair<int, int>, size_t> file_of;  // (unit, old shard rank) -> index into files
   for (const auto& f : meta.files()) {
     const std::string file = (fs::path(path) / f.name()).string();
     ZT_CHECK(fs::exists(file), "checkpoint", file, " is missing");
@@ -208,10 +277,20 @@ TrainingState load_checkpoint(const std::string& path, zero::ZeroEngine& engine,
     const uint32_t crc = file_crc32(file);
     ZT_CHECK(crc == f.crc32(), "checkpoint", file, " fails its checksum (CRC ", crc, ", expected ", f.crc32(),
              "): the checkpoint is corrupted; resume from an older one with checkpoint.resume=<path>");
-    shards.push_back(read_safetensors(file));
+    const ShardContents contents = read_shard_contents(file);
+    for (int u : contents.units) file_of[{u, contents.shard_rank}] = files.size();
+    files.push_back(file);
   }
+  std::map<size_t, SafetensorsFile> shards;
+  auto shard_file = [&](int unit, int k) -> const SafetensorsFile& {
+    auto it = file_of.find({unit, k});
+    ZT_CHECK(it != file_of.end(), "checkpoint", path, " has no shard ", k, " of unit ", unit,
+             " in any of its files: incomplete checkpoint");
+    auto cached = shards.find(it->second);
+    if (cached == shards.end()) cached = shards.emplace(it->second, read_safetensors(files[it->second])).first;
+    return cached->second;
+  };
   NoGradGuard no_grad;
-  auto states = engine.shard_states();
   const int rank = engine.shard_rank();
   for (size_t u = 0; u < layouts.size(); ++u) {
     if (!states[u].master.defined()) continue;  // a unit this rank does not hold
@@ -225,13 +304,15 @@ TrainingState load_checkpoint(const std::string& path, zero::ZeroEngine& engine,
       const int64_t a = std::max(begin, k * old_shard), b = std::min(end, (k + 1) * old_shard);
       if (a >= b) continue;
       for (int t = 0; t < 3; ++t) {
-        const Tensor& src = shards[static_cast<size_t>(k)].at(fmt::format("unit.{}.{}", u, kinds[t]));
+        const Tensor& src = shard_file(static_cast<int>(u), k).at(fmt::format("unit.{}.{}", u, kinds[t]));
         Tensor dst = narrow(*targets[t], 0, a - begin, b - a);
         copy_(dst, narrow(src, 0, a - k * old_shard, b - a));
       }
     }
   }
-  engine.set_step_count(meta.step());
+  // AdamW's bias correction counts applied updates, which trail meta.step() by the fp16 steps skipped
+  // on overflow; checkpoints from before optimizer_steps was recorded fall back to the step.
+  engine.set_step_count(meta.has_optimizer_steps() ? meta.optimizer_steps() : meta.step());
   engine.sync_parameters_from_masters();
 
   TrainingState s;

@@ -2,6 +2,7 @@
 // schedule, estimate). `train` is in cli_train.cpp.
 #include "launch/cli.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -161,21 +162,42 @@ int run_export(const ExportArgs& a) {
   TrainConfig cfg = parse_config_text(meta.config_text(), a.checkpoint + "/checkpoint.pb");
   GptConfig mc = GptConfig::from_dims(model_dims(cfg), DType::f32);
   Gpt model(mc, Device::cpu(), 0);
-  // Rebuild each unit's flat f32 masters from the shard files, then cut it into parameters.
+  // Rebuild each unit's flat f32 masters from the files holding its shards, in shard-rank order
+  // (one file per shard rank, or with pipeline stages each stage's own set: Note [Checkpoint
+  // pipeline stages] in launch/checkpoint.h), then cut it into parameters.
   std::vector<SafetensorsFile> shards;
+  std::vector<int> shard_rank_of;
   for (const auto& f : meta.files()) {
     const std::string file = (fs::path(a.checkpoint) / f.name()).string();
+    ZT_CHECK(fs::exists(file), "export", file, " is missing");
+    ZT_CHECK(fs::file_size(file) == f.bytes(), "export", file, " has ", fs::file_size(file), " bytes, expected ",
+             f.bytes(), " (truncated or corrupted)");
     ZT_CHECK(file_crc32(file) == f.crc32(), "export", file, " fails its checksum: the checkpoint is corrupted");
     shards.push_back(read_safetensors(file));
+    const auto rank = shards.back().metadata.find("shard_rank");
+    shard_rank_of.push_back(rank == shards.back().metadata.end() ? static_cast<int>(shard_rank_of.size())
+                                                                 : std::stoi(rank->second));
   }
   NoGradGuard no_grad;
   for (int u = 0; u < model.num_units(); ++u) {
-    std::vector<Tensor> pieces;
-    for (auto& s : shards) pieces.push_back(s.at(fmt::format("unit.{}.master", u)));
-    Tensor flat = cat(pieces, 0);
+    const std::string name = fmt::format("unit.{}.master", u);
+    std::vector<std::pair<int, Tensor>> pieces;
+    for (size_t k = 0; k < shards.size(); ++k)
+      if (auto it = shards[k].tensors.find(name); it != shards[k].tensors.end())
+        pieces.emplace_back(shard_rank_of[k], it->second);
+    std::sort(pieces.begin(), pieces.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    bool complete = static_cast<int>(pieces.size()) == meta.shard_ranks();
+    for (size_t k = 0; k < pieces.size() && complete; ++k) complete = pieces[k].first == static_cast<int>(k);
+    ZT_CHECK(complete, "export", a.checkpoint, ": unit ", u, " has ", pieces.size(), " shard(s) in its files, expected ",
+             meta.shard_ranks(), " (shard ranks 0..", meta.shard_ranks() - 1, ")");
+    std::vector<Tensor> flat_pieces;
+    for (auto& piece : pieces) flat_pieces.push_back(piece.second);
+    Tensor flat = cat(flat_pieces, 0);
     int64_t offset = 0;
     for (int i : model.unit_parameter_indices(u)) {
       Tensor& p = model.parameters()[static_cast<size_t>(i)].tensor;
+      ZT_CHECK(offset + p.numel() <= flat.numel(), "export", a.checkpoint, ": unit ", u, " holds ", flat.numel(),
+               " values, fewer than the model's parameters need");
       copy_(p, reshape(narrow(flat, 0, offset, p.numel()), p.shape()));
       offset += p.numel();
     }

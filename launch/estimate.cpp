@@ -228,14 +228,27 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
 
     int64_t whole = 0, sharded = 0, largest = 0;
     for (int64_t n : units) whole += n, sharded += shard_elements(n, in.dp), largest = std::max(largest, n);
+    // Stages 1-2 keep full parameters (and stage 1 full gradients) in the padded flat buffer that
+    // the all-gather (reduce-scatter) works on; stage 0 does not shard, so it needs no padding.
+    const int64_t flat = in.zero_stage == 0 ? whole : sharded * in.dp;
 
     StageMemory m;
     m.stage = s;
     m.local_parameters = whole;
-    m.parameters = (in.zero_stage >= 3 ? sharded : whole) * K.parameter;
-    m.gradients = (in.zero_stage >= 2 ? sharded : whole) * K.gradient;
-    m.optimizer_states = (in.zero_stage >= 1 ? sharded : whole) * K.optimizer;
-    if (in.offload_optimizer) m.host += m.optimizer_states, m.optimizer_states = 0;
+    m.parameters = (in.zero_stage >= 3 ? sharded : flat) * K.parameter;
+    m.gradients = (in.zero_stage >= 2 ? sharded : flat) * K.gradient;
+    // The f32 master doubles as the compute parameter only when both live in the same memory
+    // (Note [Model-state bytes]); otherwise it is stored on its own, as for 16-bit compute.
+    const int64_t optimizer_bytes = K.optimizer + (in.precision == Precision::f32 && in.offload_optimizer != in.offload_params ? 4 : 0);
+    const int64_t optimized = in.zero_stage >= 1 ? sharded : whole;  // elements this rank's optimizer steps
+    m.optimizer_states = optimized * optimizer_bytes;
+    if (in.offload_optimizer) {
+      // Note [Optimizer offload] (parallel/zero/offload.h): the optimizer shard and an f32 gradient
+      // shard live on the host; under stages 2-3 the GPU keeps no gradient shard of its own.
+      m.host += m.optimizer_states + 4 * optimized;
+      m.optimizer_states = 0;
+      if (in.zero_stage >= 2) m.gradients = 0;
+    }
     if (in.offload_params) m.host += m.parameters, m.parameters = 0;
 
     if (in.dp > 1 && in.zero_stage <= 2) m.buffers += 2 * bucket_bytes;  // one bucket filling, one reducing

@@ -8,13 +8,18 @@
 // copy of the tied head (wte). Each unit is one flat buffer padded up to a multiple of dp elements so
 // that every data-parallel rank owns an equal, contiguous shard of shard_elements(numel, dp) =
 // ceil(numel / dp) elements; the padding is zeros that never receive a gradient. Sharded states are
-// therefore counted with the padded size, unsharded ones with the true size.
+// therefore counted with the padded size, and so are the full parameters of stages 1-2 and the full
+// gradients of stage 1, which live in that padded flat buffer (the all-gather and reduce-scatter
+// work on it); only stage 0, which does not shard, keeps the true size.
 //
 // Note [Model-state bytes] (ZeRO paper, mixed-precision Adam): 2 bytes of bf16/fp16 parameters,
 // 2 bytes of gradients and K = 12 bytes of optimizer state (f32 master weights, Adam m and v), so 16
 // bytes per parameter unsharded. In f32: 4 + 4 + 8 (m, v; the parameters are their own master copy).
 // Stage 1 shards the optimizer state, stage 2 also the gradients, stage 3 also the parameters.
-// offload_optimizer moves the optimizer shard to pinned host memory, offload_params the parameter shard.
+// offload_optimizer moves the optimizer shard to host memory together with an f32 gradient shard
+// (4 bytes per parameter; under stages 2-3 the GPU then keeps no gradient shard), offload_params
+// (stage 3) the parameter shard. In f32 the master is stored on its own (12 bytes of optimizer
+// state) when exactly one of the two is offloaded. parallel/zero/offload.h has the engine's side.
 #pragma once
 
 #include <cstdint>

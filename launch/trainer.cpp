@@ -9,6 +9,8 @@
 #include "launch/data/embedded_corpus.h"
 #include "launch/data/loader.h"
 #include "launch/data/tokenizer.h"
+#include "launch/model_parallel.h"
+#include "launch/pipeline_step.h"
 #include "launch/progress.h"
 #include "models/gpt.h"
 #include "models/hf_gpt2.h"
@@ -107,12 +109,16 @@ class Run {
   Device device_;
   bool rank0_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
+  // parallel.tp > 1 (launch/model_parallel.h); declared first so that its mesh outlives the model and engine.
+  std::unique_ptr<TensorParallelTraining> tensor_parallel_;
   std::unique_ptr<Gpt> model_;
   std::unique_ptr<zero::ZeroEngine> engine_;
+  std::unique_ptr<PipelineTraining> pipeline_;  // parallel.pp > 1 (launch/pipeline_step.h)
   bool checkpointing_ = false;
 };
 
 double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
+  if (pipeline_) return pipeline_->evaluate(loader, micro_batches);
   NoGradGuard no_grad;
   const auto& c = model_->config();
   const int64_t B = cfg_.train().micro_batch_size();
@@ -140,8 +146,6 @@ TrainOutcome Run::execute() {
   const auto& tc = cfg_.train();
   const Precision precision_kind = precision(cfg_);
   const DType cdt = compute_dtype_of(precision_kind);
-  ZT_CHECK(cfg_.parallel().tp() == 1 && cfg_.parallel().pp() == 1, "train",
-           "parallel.tp and parallel.pp > 1 are not supported by `zerotrain train` yet; use dp with ZeRO");
   ZT_CHECK(!(device_.is_cpu() && cdt == DType::f16), "train", "precision.dtype fp16 needs a GPU; use f32 or bf16 on the CPU");
 
   tokenizer_ = make_tokenizer(cfg_.data().tokenizer());
@@ -149,13 +153,17 @@ TrainOutcome Run::execute() {
   ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,
            ") is smaller than the tokenizer's vocabulary (", tokenizer_->vocab_size(), ", ", tokenizer_->name(), ")");
   GptConfig mc = GptConfig::from_dims(dims, cdt, cfg_.model().dropout());
-  model_ = std::make_unique<Gpt>(mc, device_, tc.seed());
-  if (!cfg_.model().init_from().empty()) {
-    load_hf_gpt2(*model_, cfg_.model().init_from());
-    say("initialised from " + cfg_.model().init_from());
+  if (cfg_.parallel().pp() > 1) pipeline_ = std::make_unique<PipelineTraining>(cfg_, world_);
+  if (cfg_.parallel().tp() > 1) tensor_parallel_ = std::make_unique<TensorParallelTraining>(cfg_, world_);
+  if (tensor_parallel_) {
+    model_ = tensor_parallel_->make_model(mc, device_, tc.seed(), cfg_.model().init_from());
+  } else {
+    model_ = std::make_unique<Gpt>(mc, device_, tc.seed(), pipeline_ ? pipeline_->owned_units() : std::vector<bool>{});
+    if (!cfg_.model().init_from().empty()) load_hf_gpt2(*model_, cfg_.model().init_from());
   }
+  if (!cfg_.model().init_from().empty()) say("initialised from " + cfg_.model().init_from());
 
-  const int dp = world_.size();
+  const int dp = pipeline_ ? pipeline_->dp_size() : tensor_parallel_ ? tensor_parallel_->dp_size() : world_.size();
   AdamWConfig ac;
   ac.lr = cfg_.optimizer().lr();
   ac.beta1 = cfg_.optimizer().beta1();
@@ -167,8 +175,12 @@ TrainOutcome Run::execute() {
   zc.compute_dtype = cdt;
   zc.bucket_mb = cfg_.parallel().bucket_mb();
   zc.offload_optimizer = cfg_.parallel().offload_optimizer();
-  engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(), world_, ac, zc);
+  engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(),
+                                               pipeline_ ? pipeline_->dp() : tensor_parallel_ ? tensor_parallel_->dp() : world_,
+                                               ac, zc);
+  if (tensor_parallel_) tensor_parallel_->attach(*engine_);
   checkpointing_ = activation_checkpointing(cfg_) != ActivationCheckpointing::none;
+  if (pipeline_) pipeline_->attach(*model_, *engine_, checkpointing_);
 
   LossScalerConfig lsc;
   lsc.enabled = precision_kind == Precision::fp16;
@@ -183,10 +195,10 @@ TrainOutcome Run::execute() {
   data::DataLoaderConfig dlc;
   dlc.batch_size = B;
   dlc.seq_len = T;
-  dlc.rank = world_.rank();
+  dlc.rank = pipeline_ ? pipeline_->dp_rank() : tensor_parallel_ ? tensor_parallel_->dp_rank() : world_.rank();
   dlc.world_size = dp;
   dlc.seed = tc.seed();
-  dlc.vocab_size = tokenizer_->vocab_size();
+  dlc.vocab_size = mc.vocab_size;  // the model is what cannot take larger ids
   data::DataLoader train_loader(std::move(sources.train), dlc);
   std::unique_ptr<data::DataLoader> val_loader;
   if (sources.has_val) val_loader = std::make_unique<data::DataLoader>(std::move(sources.val), dlc);
@@ -205,13 +217,16 @@ TrainOutcome Run::execute() {
   state.seed = tc.seed();
   const auto& cc = cfg_.checkpoint();
   std::optional<std::string> resume_from;
-  if (cc.resume() == "auto") {
+  if (tensor_parallel_) {
+    resume_from = tensor_parallel_->resume_from(cc);  // Note [TP checkpoints] in launch/model_parallel.h
+  } else if (cc.resume() == "auto") {
     resume_from = latest_checkpoint(cc.dir());
   } else if (cc.resume() != "none") {
     resume_from = cc.resume();
   }
   if (resume_from) {
     state = load_checkpoint(*resume_from, *engine_, mc);
+    if (pipeline_) pipeline_->sync_tied_embedding();
     ZT_CHECK(state.seed == tc.seed(), "train", "checkpoint ", *resume_from, " was trained with train.seed ", state.seed,
              ", this run has ", tc.seed(), "; resuming would not continue the same run");
     scaler.restore(state.loss_scale > 0 ? state.loss_scale : scaler.scale(), state.loss_scale_clean_steps,
@@ -222,20 +237,40 @@ TrainOutcome Run::execute() {
   }
 
   const int64_t start_step = state.step;
-  const int64_t n_params = model_->num_parameters();
+  // Note [Checkpoint safety]: a save never overwrites step_N, so a later checkpoint already in the
+  // folder (another run's, or the one a resume from an older path skips) would silently stand where
+  // this run's should be written, and resume=auto would pick it up later.
+  if (tc.steps() > start_step && !cc.dir().empty()) {
+    const std::string save_dir = tensor_parallel_ ? tensor_parallel_->checkpoint_dir(cc.dir()) : cc.dir();
+    const std::optional<std::string> newest = latest_checkpoint(save_dir);
+    ZT_CHECK(!newest || checkpoint_step(*newest).value_or(0) <= start_step, "train", "checkpoint.dir '", save_dir,
+             "' already holds ", *newest, ", past the step this run starts from (", start_step,
+             "), and checkpoints are never overwritten; use checkpoint.resume=auto to continue that run, or remove "
+             "the later checkpoints or choose another checkpoint.dir");
+  }
+  const int64_t n_params = pipeline_          ? pipeline_->num_parameters(*model_)
+                           : tensor_parallel_ ? tensor_parallel_->num_parameters(mc)
+                                              : model_->num_parameters();
   const double tokens_per_step = static_cast<double>(B * T * accum * dp);
   const double flops = flops_per_token(n_params, mc.n_layer, T, mc.d_model);
   const std::optional<double> peak = peak_flops(device_);
-  say(fmt::format("zerotrain: GPT {}L {}H {}C vocab {} (padded {}), {:.2f}M parameters | {} | {} | ZeRO-{} x dp {} | "
+  std::string layout = fmt::format("ZeRO-{} x dp {}", zc.stage, dp);
+  if (tensor_parallel_) layout += tensor_parallel_->describe();
+  if (pipeline_)
+    layout += fmt::format(" x pp {} ({}, {} chunk(s) per rank)", cfg_.parallel().pp(),
+                          pipeline_schedule_name(pipeline_schedule(cfg_)), cfg_.parallel().virtual_stages());
+  say(fmt::format("zerotrain: GPT {}L {}H {}C vocab {} (padded {}), {:.2f}M parameters | {} | {} | {} | "
                   "batch {} x {} tokens x {} micro-batches x {} ranks = {:.0f} tokens/step",
                   mc.n_layer, mc.n_head, mc.d_model, mc.vocab_size, mc.padded_vocab, n_params / 1e6, device_.str(),
-                  precision_name(precision_kind), zc.stage, dp, B, T, accum, dp, tokens_per_step));
+                  precision_name(precision_kind), layout, B, T, accum, dp, tokens_per_step));
+  const bool sampling = cfg_.logging().sample_every() > 0 && !pipeline_;
+  if (cfg_.logging().sample_every() > 0 && pipeline_) say("logging.sample_every is ignored with parallel.pp > 1 (no pipelined sampling yet)");
   MetricsWriter metrics(rank0_ ? cfg_.logging().metrics_jsonl() : "");
   Allocator& alloc = allocator_for(device_);
   const auto& lc = cfg_.logging();
 
   TrainOutcome outcome;
-  if (lc.sample_every() > 0 && start_step == 0) {
+  if (sampling && start_step == 0) {
     std::string text = sample(lc.sample_tokens(), tc.seed());
     say("sample before training: " + text);
     metrics.write_sample(0, text);
@@ -251,8 +286,11 @@ TrainOutcome Run::execute() {
     state.loss_scale = scaler.scale();
     state.loss_scale_clean_steps = scaler.clean_steps();
     state.loss_scale_skipped_steps = scaler.skipped_steps();
-    std::filesystem::create_directories(cc.dir());
-    std::string path = save_checkpoint(cc.dir(), state, *engine_, mc, config_to_text(cfg_), world_, cc.keep_last());
+    const std::string dir = tensor_parallel_ ? tensor_parallel_->checkpoint_dir(cc.dir()) : cc.dir();
+    std::filesystem::create_directories(dir);
+    std::string path = save_checkpoint(dir, state, *engine_, mc, config_to_text(cfg_),
+                                       tensor_parallel_ ? tensor_parallel_->dp() : world_, cc.keep_last(),
+                                       pipeline_ ? pipeline_->checkpoint_placement() : CheckpointPlacement{});
     say("checkpoint saved: " + path);
     return path;
   };
@@ -265,8 +303,17 @@ TrainOutcome Run::execute() {
   for (int64_t step = start_step; step < tc.steps(); ++step) {
     const auto step_start = Clock::now();
     alloc.reset_peak_stats();
+    const double lr = sched.at(step);
+    double step_loss = 0;
+    zero::StepResult r;
+    if (pipeline_) {
+      const PipelineTraining::Outcome o = pipeline_->step(train_loader, step, lr, cfg_.optimizer().grad_clip(),
+                                                          scaler.scale());
+      step_loss = o.loss;
+      r = o.optimizer;
+    }
     double loss_sum = 0;
-    for (int64_t micro = 0; micro < accum; ++micro) {
+    for (int64_t micro = 0; micro < accum && !pipeline_; ++micro) {
       engine_->begin_micro_batch(micro == accum - 1);
       train_loader.next(batch);
       StepRng rng{tc.seed(), static_cast<uint64_t>(step), static_cast<uint64_t>(micro)};
@@ -280,11 +327,12 @@ TrainOutcome Run::execute() {
       engine_->end_backward();
       loss_sum += loss.item();
     }
-    const double lr = sched.at(step);
-    zero::StepResult r = engine_->step(lr, cfg_.optimizer().grad_clip(), scaler.scale());
+    if (!pipeline_) {
+      r = engine_->step(lr, cfg_.optimizer().grad_clip(), scaler.scale());
+      step_loss = average(world_, loss_sum / static_cast<double>(accum));
+    }
     scaler.update(!r.skipped);
     state.tokens_seen += static_cast<int64_t>(tokens_per_step);
-    const double step_loss = average(world_, loss_sum / static_cast<double>(accum));
     const double dt = seconds_since(step_start);
     window_seconds += dt;
     ++window_steps;
@@ -305,7 +353,7 @@ TrainOutcome Run::execute() {
       m.loss_scale = scaler.scale();
       m.step_seconds = window_seconds / static_cast<double>(window_steps);
       m.tokens_per_second = tokens_per_step / m.step_seconds;
-      if (peak) m.mfu = m.tokens_per_second / dp * flops / *peak;
+      if (peak) m.mfu = m.tokens_per_second / world_.size() * flops / *peak;  // per rank, every pp stage counted
       const MemoryStats ms = alloc.stats();
       m.memory_allocated = ms.total.current;
       m.memory_peak = ms.total.peak;
@@ -322,13 +370,17 @@ TrainOutcome Run::execute() {
       say(fmt::format("step {} | val loss {:.4f}", done, outcome.last_val_loss));
       metrics.write_eval(done, outcome.last_val_loss);
     }
-    if (lc.sample_every() > 0 && (done % lc.sample_every() == 0 || done == tc.steps())) {
+    if (sampling && (done % lc.sample_every() == 0 || done == tc.steps())) {
       std::string text = sample(lc.sample_tokens(), tc.seed() + static_cast<uint64_t>(done));
       say(fmt::format("sample at step {}: {}", done, text));
       metrics.write_sample(done, text);
     }
     if (cc.every() > 0 && done % cc.every() == 0 && done != tc.steps()) save(done);
     outcome.steps_done = done;
+  }
+  if (pipeline_) {
+    pipeline_->finish();
+    say(pipeline_->timing_summary());
   }
   if (tc.steps() > 0 && !cc.dir().empty()) outcome.final_checkpoint = save(tc.steps());
   say(fmt::format("done: {} steps in {}", tc.steps() - start_step, format_duration(seconds_since(run_start))));

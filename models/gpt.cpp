@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "core/rng.h"
+#include "parallel/tensor_parallel/comm_ops.h"
+#include "parallel/tensor_parallel/cross_entropy.h"
 
 namespace zt {
 
@@ -71,37 +73,49 @@ uint64_t StepRng::site_seed(int64_t unit, int64_t site) const {
   return mix(mix(mix(seed, step), micro_batch), static_cast<uint64_t>(unit * 16 + site));
 }
 
-Gpt::Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units)
-    : config_(config), device_(device), owned_units_(std::move(owned_units)) {
+Gpt::Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units, tp::TpGroup tp)
+    : config_(config), tp_(tp), device_(device), owned_units_(std::move(owned_units)) {
   config_.validate();
+  if (tp_.active()) {
+    const int n = tp_.size();
+    ZT_CHECK(tp_.comm->device() == device_, "gpt", "the tensor-parallel group is on ", tp_.comm->device().str(),
+             ", the model on ", device_.str());
+    ZT_CHECK(config_.n_head % n == 0, "gpt", "model.n_head (", config_.n_head,
+             ") is not divisible by the tensor-parallel size (", n, "): attention heads are split across tp ranks");
+    ZT_CHECK(config_.padded_vocab % n == 0, "gpt", "the padded vocabulary (", config_.padded_vocab,
+             ") is not divisible by the tensor-parallel size (", n, "): wte is split by vocabulary rows");
+  }
   if (owned_units_.empty()) owned_units_.assign(static_cast<size_t>(config_.n_layer + 2), true);
   ZT_CHECK(owned_units_.size() == static_cast<size_t>(config_.n_layer + 2), "gpt", "owned_units has ",
            owned_units_.size(), " entries for ", config_.n_layer + 2, " units");
   const int64_t C = config_.d_model, L = config_.n_layer;
   MemoryCategoryScope scope(MemoryCategory::parameters);
-  add_param("wte.weight", {config_.padded_vocab, C}, 0, true);
-  add_param("wpe.weight", {config_.seq_len, C}, 0, true);
+  using tp::TpSplit;
+  const TpSplit none = TpSplit::replicated;
+  add_param("wte.weight", {config_.padded_vocab, C}, 0, true, TpSplit::rows);
+  add_param("wpe.weight", {config_.seq_len, C}, 0, true, none);
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     const int unit = static_cast<int>(l) + 1;
-    add_param(p + "ln_1.weight", {C}, unit, false);
-    add_param(p + "ln_1.bias", {C}, unit, false);
-    add_param(p + "attn.c_attn.weight", {3 * C, C}, unit, true);
-    add_param(p + "attn.c_attn.bias", {3 * C}, unit, false);
-    add_param(p + "attn.c_proj.weight", {C, C}, unit, true);
-    add_param(p + "attn.c_proj.bias", {C}, unit, false);
-    add_param(p + "ln_2.weight", {C}, unit, false);
-    add_param(p + "ln_2.bias", {C}, unit, false);
-    add_param(p + "mlp.c_fc.weight", {4 * C, C}, unit, true);
-    add_param(p + "mlp.c_fc.bias", {4 * C}, unit, false);
-    add_param(p + "mlp.c_proj.weight", {C, 4 * C}, unit, true);
-    add_param(p + "mlp.c_proj.bias", {C}, unit, false);
+    add_param(p + "ln_1.weight", {C}, unit, false, none);
+    add_param(p + "ln_1.bias", {C}, unit, false, none);
+    add_param(p + "attn.c_attn.weight", {3 * C, C}, unit, true, TpSplit::qkv_rows);
+    add_param(p + "attn.c_attn.bias", {3 * C}, unit, false, TpSplit::qkv_rows);
+    add_param(p + "attn.c_proj.weight", {C, C}, unit, true, TpSplit::columns);
+    add_param(p + "attn.c_proj.bias", {C}, unit, false, none);
+    add_param(p + "ln_2.weight", {C}, unit, false, none);
+    add_param(p + "ln_2.bias", {C}, unit, false, none);
+    add_param(p + "mlp.c_fc.weight", {4 * C, C}, unit, true, TpSplit::rows);
+    add_param(p + "mlp.c_fc.bias", {4 * C}, unit, false, TpSplit::rows);
+    add_param(p + "mlp.c_proj.weight", {C, 4 * C}, unit, true, TpSplit::columns);
+    add_param(p + "mlp.c_proj.bias", {C}, unit, false, none);
   }
-  add_param("ln_f.weight", {C}, static_cast<int>(L) + 1, false);
-  add_param("ln_f.bias", {C}, static_cast<int>(L) + 1, false);
+  add_param("ln_f.weight", {C}, static_cast<int>(L) + 1, false, none);
+  add_param("ln_f.bias", {C}, static_cast<int>(L) + 1, false, none);
 
   // GPT-2 initialisation; each parameter draws from its own stream so the values do not depend on
-  // the device or on how parameters are later sharded.
+  // the device or on how parameters are sharded (a tensor-parallel shard draws its part of the
+  // whole parameter's stream).
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(L));
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = params_[i];
@@ -113,7 +127,11 @@ Gpt::Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned
       init = full(t.shape(), is_norm_weight ? 1.0 : 0.0, DType::f32, device);
     } else {
       const bool residual = p.name.ends_with("c_proj.weight");
-      init = mul_scalar(randn(t.shape(), mix(seed, i), 0, DType::f32, device), residual ? residual_std : 0.02);
+      Shape whole = t.shape();
+      if (p.tp_split == tp::TpSplit::rows || p.tp_split == tp::TpSplit::qkv_rows) whole[0] *= tp_.size();
+      if (p.tp_split == tp::TpSplit::columns) whole[1] *= tp_.size();
+      init = mul_scalar(tp::randn_shard(whole, p.tp_split, tp_.rank(), tp_.size(), mix(seed, i), device),
+                        residual ? residual_std : 0.02);
     }
     copy_(t, init);
   }
@@ -122,13 +140,13 @@ Gpt::Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned
   std::erase_if(params_, [](const Parameter& p) { return !p.tensor.defined(); });
 }
 
-void Gpt::add_param(const std::string& name, const Shape& shape, int unit, bool decay) {
+void Gpt::add_param(const std::string& name, const Shape& shape, int unit, bool decay, tp::TpSplit split) {
   Tensor t;  // undefined for units this model does not hold; dropped after initialisation
   if (owned_units_[static_cast<size_t>(unit)]) {
-    t = empty(shape, DType::f32, device_, MemoryCategory::parameters);
+    t = empty(tp::shard_shape(shape, split, tp_.size(), name.c_str()), DType::f32, device_, MemoryCategory::parameters);
     t.set_requires_grad(true).set_name(name);
   }
-  params_.push_back({name, t, unit, decay});
+  params_.push_back({name, t, unit, decay, split == tp::TpSplit::replicated, split});
 }
 
 std::vector<int> Gpt::unit_parameter_indices(int unit) const {
@@ -152,62 +170,96 @@ Parameter& Gpt::find(const std::string& name) {
 
 std::unique_ptr<ParameterSource> Gpt::local_source() { return std::make_unique<LocalSource>(*this); }
 
+std::vector<Tensor> Gpt::acquire(ParameterSource& src, int unit) {
+  std::vector<Tensor> p = src.acquire(unit);
+  if (tp_.splits_sequence()) {
+    const std::vector<int> idx = unit_parameter_indices(unit);
+    ZT_ASSERT(idx.size() == p.size(), "unit ", unit, " gave ", p.size(), " parameters for ", idx.size());
+    for (size_t k = 0; k < p.size(); ++k)
+      if (params_[static_cast<size_t>(idx[k])].tp_replicated) p[k] = tp::copy_to_tp(p[k], *tp_.comm);
+  }
+  return p;
+}
+
+// Dropout on the residual stream: under sequence parallelism the rank's positions draw the mask
+// the whole sequence would (so a TP run equals one process with dropout on, too).
+Tensor Gpt::residual_dropout(const Tensor& x, uint64_t seed) const {
+  if (!tp_.splits_sequence()) return dropout(x, config_.dropout, seed, 0);
+  const int64_t local = x.size(1);
+  return tp::sequence_shard_dropout(x, config_.dropout, seed, local * tp_.size(), local * tp_.rank());
+}
+
 Tensor Gpt::embed(ParameterSource& src, const Tensor& ids, const StepRng& rng, bool training) {
   ZT_CHECK(ids.dim() == 2, "gpt.embed", "token ids must be [B, T], got ", ids.describe());
   const int64_t T = ids.size(1);
   ZT_CHECK(T <= config_.seq_len, "gpt.embed", "sequence length ", T, " exceeds model.seq_len ", config_.seq_len);
-  std::vector<Tensor> p = src.acquire(0);
-  Tensor positions = arange(T, DType::i64, ids.device());
-  Tensor x = add(embedding(p[0], ids), embedding(narrow(p[1], 0, 0, T), positions));
+  const bool sp = tp_.splits_sequence();
+  ZT_CHECK(!sp || T % tp_.size() == 0, "gpt.embed", "sequence length ", T,
+           " is not divisible by the tensor-parallel size ", tp_.size(), ", as sequence parallelism needs");
+  std::vector<Tensor> p = acquire(src, 0);
+  // Positions of this rank's part of the sequence (all of it without sequence parallelism).
+  const int64_t local = sp ? T / tp_.size() : T, first = sp ? local * tp_.rank() : 0;
+  Tensor positions = arange(local, DType::i64, ids.device());
+  Tensor tokens = tp_.active() ? tp::vocab_parallel_embedding(p[0], ids, tp_) : embedding(p[0], ids);
+  Tensor x = add(tokens, embedding(narrow(p[1], 0, first, local), positions));
   src.release(0);
-  if (training && config_.dropout > 0) x = dropout(x, config_.dropout, rng.site_seed(0, 0), 0);
+  if (training && config_.dropout > 0) x = residual_dropout(x, rng.site_seed(0, 0));
   return src.unit_output(0, x);
 }
 
 Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRng& rng, bool training) {
   const int unit = layer + 1;
-  const int64_t B = x.size(0), T = x.size(1), C = config_.d_model, H = config_.n_head, D = config_.head_dim();
-  std::vector<Tensor> p = src.acquire(unit);
+  // Under tensor parallelism this rank computes H / tp heads, C / tp attention features.
+  const int64_t B = x.size(0), H = config_.n_head / tp_.size(), D = config_.head_dim(), C = H * D;
+  std::vector<Tensor> p = acquire(src, unit);
   ZT_ASSERT(p.size() == kBlockParams, "block unit has ", p.size(), " parameters");
   const bool drop = training && config_.dropout > 0;
 
   Tensor h = layernorm(x, p[kLn1W], p[kLn1B]);
-  Tensor qkv = linear(h, p[kAttnW], p[kAttnB]);  // [B, T, 3C]
+  Tensor qkv = tp::column_parallel_linear(h, p[kAttnW], p[kAttnB], tp_);  // [B, T, 3C]: this rank's [q; k; v]
+  const int64_t T = qkv.size(1);  // the whole sequence, also under sequence parallelism
   std::vector<Tensor> parts = split(qkv, C, -1);
   auto heads = [&](const Tensor& t) { return permute(reshape(t, {B, T, H, D}), {0, 2, 1, 3}); };
   Tensor a = scaled_dot_product_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), /*causal=*/true);
   a = reshape(permute(a, {0, 2, 1, 3}), {B, T, C});
-  a = linear(a, p[kProjW], p[kProjB]);
-  if (drop) a = dropout(a, config_.dropout, rng.site_seed(unit, 0), 0);
+  a = tp::row_parallel_linear(a, p[kProjW], p[kProjB], tp_);
+  if (drop) a = residual_dropout(a, rng.site_seed(unit, 0));
   Tensor x1 = add(x, a);
 
-  Tensor m = gelu(linear(layernorm(x1, p[kLn2W], p[kLn2B]), p[kFcW], p[kFcB]));
-  m = linear(m, p[kFcProjW], p[kFcProjB]);
-  if (drop) m = dropout(m, config_.dropout, rng.site_seed(unit, 1), 0);
+  Tensor m = gelu(tp::column_parallel_linear(layernorm(x1, p[kLn2W], p[kLn2B]), p[kFcW], p[kFcB], tp_));
+  m = tp::row_parallel_linear(m, p[kFcProjW], p[kFcProjB], tp_);
+  if (drop) m = residual_dropout(m, rng.site_seed(unit, 1));
   src.release(unit);
   return src.unit_output(unit, add(x1, m));
 }
 
 Tensor Gpt::final_norm(ParameterSource& src, const Tensor& x) {
   const int unit = static_cast<int>(config_.n_layer) + 1;
-  std::vector<Tensor> p = src.acquire(unit);
+  std::vector<Tensor> p = acquire(src, unit);
   Tensor y = layernorm(x, p[0], p[1]);
   src.release(unit);
   return src.unit_output(unit, y);
 }
 
-Tensor Gpt::logits(ParameterSource& src, const Tensor& x_normed) {
-  std::vector<Tensor> p = src.acquire(0);  // tied head: the token embedding
-  Tensor y = linear(x_normed, p[0]);
+Tensor Gpt::local_logits(ParameterSource& src, const Tensor& x_normed) {
+  std::vector<Tensor> p = acquire(src, 0);  // tied head: the token embedding (this rank's vocabulary rows)
+  Tensor y = tp::column_parallel_linear(x_normed, p[0], Tensor(), tp_);
   src.release(0);
   return src.unit_output(0, y);
 }
 
+Tensor Gpt::logits(ParameterSource& src, const Tensor& x_normed) {
+  Tensor y = local_logits(src, x_normed);
+  return tp_.active() ? tp::gather_from_tp(y, *tp_.comm, -1) : y;
+}
+
 Tensor Gpt::loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets) {
-  Tensor lg = logits(src, x_normed);
+  Tensor lg = local_logits(src, x_normed);
   const int64_t rows = lg.size(0) * lg.size(1);
-  return cross_entropy(reshape(lg, {rows, config_.padded_vocab}), reshape(targets, {rows}), -100,
-                       config_.vocab_size);
+  Tensor flat = reshape(lg, {rows, lg.size(2)});
+  if (tp_.active())
+    return tp::vocab_parallel_cross_entropy(flat, reshape(targets, {rows}), *tp_.comm, -100, config_.vocab_size);
+  return cross_entropy(flat, reshape(targets, {rows}), -100, config_.vocab_size);
 }
 
 Tensor Gpt::forward_logits(ParameterSource& src, const Tensor& ids) {
@@ -241,7 +293,11 @@ std::vector<int32_t> Gpt::generate(ParameterSource& src, const std::vector<int32
   for (int64_t n = 0; n < new_tokens; ++n) {
     const int64_t T = std::min<int64_t>(static_cast<int64_t>(tokens.size()), config_.seq_len);
     std::vector<int32_t> window(tokens.end() - T, tokens.end());
-    Tensor ids = from_vector(window, {1, T}, device_);
+    // Sequence parallelism needs T divisible by tp: pad at the end, which the causal mask keeps
+    // from affecting position T - 1 (seq_len itself divides by tp).
+    if (tp_.splits_sequence())
+      while (window.size() % static_cast<size_t>(tp_.size()) != 0) window.push_back(0);
+    Tensor ids = from_vector(window, {1, static_cast<int64_t>(window.size())}, device_);
     Tensor lg = forward_logits(src, ids);
     std::vector<float> last = to(narrow(narrow(lg, 1, T - 1, 1), 2, 0, V), DType::f32).to_vector<float>();
     // Top-k with temperature; ties broken by index for determinism.

@@ -7,6 +7,16 @@
 // pipeline stages are all made of units. The model never owns how a unit's parameters reach the
 // computation: a ParameterSource hands them over (cast to the compute dtype in one process,
 // all-gathered under ZeRO-3, tensor-parallel shards under TP).
+//
+// Tensor parallelism (Megatron; Note [TP shards] in parallel/tensor_parallel/sharding.h): with a
+// TpGroup of size tp, each rank holds its shard of every parameter, under the same Hugging Face
+// name: attention heads and MLP features are split (c_attn, c_fc column-parallel; the two c_proj
+// row-parallel, their biases replicated), wte by vocabulary rows (the tied head gives
+// vocabulary-sharded logits to a vocabulary-parallel cross-entropy), layernorms and wpe replicated.
+// With sequence_parallel the residual stream, layernorms and dropouts work on the rank's T/tp
+// positions; the replicated parameters used there then get partial gradients, so each is passed
+// through copy_to_tp (its gradient all-reduced across tp) before use. Initial values equal the
+// single-process model's, cut to the shard, so a TP run trains the same model as one process.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +26,8 @@
 
 #include "core/ops.h"
 #include "models/presets.h"
+#include "parallel/tensor_parallel/layers.h"
+#include "parallel/tensor_parallel/sharding.h"
 
 namespace zt {
 
@@ -40,6 +52,7 @@ struct Parameter {
   int unit = 0;      // Note [Units]
   bool decay = true;           // AdamW weight decay: matrices (and embeddings) yes, biases and norms no
   bool tp_replicated = false;  // the same on every tensor-parallel rank (norms, row-parallel biases)
+  tp::TpSplit tp_split = tp::TpSplit::replicated;  // how the whole tensor is cut across tp ranks
 };
 
 // Note [Units]. Where a unit's compute parameters come from.
@@ -70,25 +83,30 @@ class Gpt {
   // Creates f32 parameters on `device`, initialised as GPT-2: N(0, 0.02), residual projections
   // N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1. Deterministic in `seed`, and each
   // parameter's values do not depend on which others exist. `owned_units` (empty: all) limits the
-  // parameters to those units, as a pipeline stage holds only its own.
-  Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units = {});
+  // parameters to those units, as a pipeline stage holds only its own. `tp` (default: none) makes
+  // this rank's parameters its tensor-parallel shards; every rank of the group must build the model
+  // with the same config and seed. Throws "[gpt] ..." when heads or the padded vocabulary do not
+  // divide by the tensor-parallel size.
+  Gpt(GptConfig config, Device device, uint64_t seed, std::vector<bool> owned_units = {}, tp::TpGroup tp = {});
 
   const GptConfig& config() const { return config_; }
   std::vector<Parameter>& parameters() { return params_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   int num_units() const { return static_cast<int>(config_.n_layer) + 2; }
   std::vector<int> unit_parameter_indices(int unit) const;
-  int64_t num_parameters() const;
+  int64_t num_parameters() const;  // held by this rank (its shards under tensor parallelism)
+  const tp::TpGroup& tensor_parallel() const { return tp_; }
   Parameter& find(const std::string& name);
 
   // The default source: the f32 masters cast to compute_dtype (differentiable).
   std::unique_ptr<ParameterSource> local_source();
 
-  // Unit-level forward pieces (pipeline stages run a range of them).
+  // Unit-level forward pieces (pipeline stages run a range of them). Under sequence parallelism the
+  // [B,T,C] activations between them are the rank's [B,T/tp,C] (T must divide by tp).
   Tensor embed(ParameterSource& src, const Tensor& ids, const StepRng& rng, bool training);        // [B,T] -> [B,T,C]
   Tensor block(ParameterSource& src, int layer, const Tensor& x, const StepRng& rng, bool training); // [B,T,C]
   Tensor final_norm(ParameterSource& src, const Tensor& x);                                         // [B,T,C]
-  Tensor logits(ParameterSource& src, const Tensor& x_normed);                                      // [B,T,Vp]
+  Tensor logits(ParameterSource& src, const Tensor& x_normed);  // [B,T,Vp] (all-gathered under TP)
   // Mean cross-entropy of the next-token targets [B,T] (i32/i64; -100 ignored) over the true vocabulary.
   Tensor loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets);
 
@@ -103,8 +121,13 @@ class Gpt {
                                 int64_t top_k, uint64_t seed);
 
  private:
-  void add_param(const std::string& name, const Shape& shape, int unit, bool decay);
+  void add_param(const std::string& name, const Shape& shape, int unit, bool decay, tp::TpSplit split);
+  // src.acquire(unit); under sequence parallelism replicated parameters go through copy_to_tp.
+  std::vector<Tensor> acquire(ParameterSource& src, int unit);
+  Tensor local_logits(ParameterSource& src, const Tensor& x_normed);  // [B,T,Vp/tp]
+  Tensor residual_dropout(const Tensor& x, uint64_t seed) const;
   GptConfig config_;
+  tp::TpGroup tp_;
   Device device_;
   std::vector<Parameter> params_;
   std::vector<bool> owned_units_;

@@ -2,7 +2,8 @@
 // model.safetensors): wte.weight [vocab, C], wpe.weight [T, C], h.N.ln_1.weight, h.N.attn.c_attn.weight
 // [C, 3C] ... ln_f.bias. Hugging Face stores linear weights as Conv1D, [in, out]; zerotrain keeps
 // [out, in], so they are transposed on the way in and out. A "transformer." prefix is accepted,
-// and lm_head.weight (tied to wte) and the attention-mask buffers are ignored.
+// and lm_head.weight (if present it must equal wte: the head is tied) and the attention-mask
+// buffers are ignored; any other tensor the model has no place for (more layers) is refused.
 #pragma once
 
 #include <string>

@@ -75,6 +75,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   std::vector<std::pair<uint64_t, std::string>> by_offset;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
+      ZT_CHECK(it.value().is_object(), "safetensors", path, ": __metadata__ is not a JSON object");
       for (auto m = it.value().begin(); m != it.value().end(); ++m)
         out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
       continue;
@@ -82,12 +83,32 @@ SafetensorsFile read_safetensors(const std::string& path) {
     const auto& e = it.value();
     ZT_CHECK(e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), "safetensors", path,
              ": entry '", it.key(), "' lacks dtype, shape or data_offsets");
-    DType dt = parse_dtype(e["dtype"].get<std::string>(), path, it.key());
-    Shape shape = e["shape"].get<Shape>();
-    auto offsets = e["data_offsets"].get<std::vector<uint64_t>>();
+    DType dt = DType::f32;
+    Shape shape;
+    std::vector<uint64_t> offsets;
+    try {
+      dt = parse_dtype(e["dtype"].get<std::string>(), path, it.key());
+      shape = e["shape"].get<Shape>();
+      offsets = e["data_offsets"].get<std::vector<uint64_t>>();
+    } catch (const nlohmann::json::exception&) {
+      ZT_FAIL("safetensors", path, ": entry '", it.key(), "' is malformed (", e.dump(),
+              "); expected {\"dtype\": \"F32\", \"shape\": [..], \"data_offsets\": [begin, end]}");
+    }
+    for (int64_t d : shape)
+      ZT_CHECK(d >= 0 && d <= (int64_t{1} << 40), "safetensors", path, ": tensor '", it.key(), "' has dimension ", d,
+               " in its shape");
+    ZT_CHECK(shape.size() <= 8, "safetensors", path, ": tensor '", it.key(), "' has ", shape.size(), " dimensions");
     ZT_CHECK(offsets.size() == 2 && offsets[0] <= offsets[1] && offsets[1] <= data_size, "safetensors", path,
              ": tensor '", it.key(), "' has data offsets outside the file's ", data_size, " data bytes");
-    const uint64_t nbytes = static_cast<uint64_t>(shape_numel(shape)) * dtype_size(dt);
+    // The element count, saturated past the file's size so a hostile shape cannot overflow it.
+    uint64_t numel = 1;
+    bool empty_tensor = false;
+    for (int64_t d : shape) {
+      empty_tensor = empty_tensor || d == 0;
+      if (d > 0) numel = numel > data_size / static_cast<uint64_t>(d) ? data_size + 1 : numel * static_cast<uint64_t>(d);
+    }
+    if (empty_tensor) numel = 0;
+    const uint64_t nbytes = numel > data_size ? data_size + 1 : numel * dtype_size(dt);
     ZT_CHECK(offsets[1] - offsets[0] == nbytes, "safetensors", path, ": tensor '", it.key(), "' ", shape_str(shape),
              " ", dtype_name(dt), " needs ", nbytes, " bytes, the file gives ", offsets[1] - offsets[0]);
     Tensor t = empty(shape, dt, Device::cpu());

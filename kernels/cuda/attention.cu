@@ -3,11 +3,13 @@
 // tensor cores; the T x T score matrix never reaches device memory). This file checks the inputs,
 // allocates the outputs and picks the kernel instantiation; the kernels' headers say how they work.
 //
-// Measured on one H200 (2026-11-22, causal, bf16, median of 30, CUDA events), GPT-2 124M shape
-// B=16 H=12 T=1024 D=64: forward 0.123-0.130 ms (~205 TFLOP/s), forward+backward 0.52-0.53 ms;
-// in the same run PyTorch 2.11 SDPA flash backend took 0.151 / 0.678 ms and its cuDNN backend
-// 0.103 / 0.464 ms. Tile shapes in the launchers were chosen by timing candidates at that shape
-// and at B=8 H=16 T=1024 D=128.
+// Measured 2026-11-22 (causal, bf16, median of 30, CUDA events), GPT-2 124M shape B=16 H=12
+// T=1024 D=64, forward / forward+backward ms, all three called from one Python process:
+//   H100: zerotrain 0.136 / 0.534, PyTorch 2.11 SDPA flash 0.171 / 0.713, SDPA cuDNN 0.103 / 0.522
+//   H200: zerotrain 0.131 / 0.522, PyTorch 2.11 SDPA flash 0.147 / 0.663, SDPA cuDNN 0.102 / 0.477
+// (bench_attention alone: 0.125 / 0.521 on the H100, 0.122 / 0.511 on the H200.)
+// Tile shapes in the launchers were chosen by timing candidates at that shape and at B=8 H=16
+// T=1024 D=128 on an H200.
 #include <climits>
 #include <cmath>
 #include <cstdint>

@@ -285,10 +285,10 @@ std::string CachingAllocator::out_of_memory_message(size_t requested) const {
     categories += fmt::format("{}{} {:.1f}", categories.empty() ? "" : ", ",
                               memory_category_name(static_cast<MemoryCategory>(i)), c / alloc_unit.scale);
   }
-  std::string total = with_unit(static_cast<double>(total_bytes), 1);
+  std::string total = with_unit(static_cast<double>(total_bytes), 1) + " total";
   if (limit_ != 0) total += fmt::format(", limited to {} for zerotrain", with_unit(static_cast<double>(limit_), 1));
   const double unused = static_cast<double>(stats_.reserved) - static_cast<double>(live_block_bytes_);
-  return fmt::format("CUDA out of memory: tried to allocate {} on cuda:{} ({} total; {:.1f} {} allocated by zerotrain{}{}; "
+  return fmt::format("CUDA out of memory: tried to allocate {} on cuda:{} ({}; {:.1f} {} allocated by zerotrain{}{}; "
                      "{} reserved but unused; {} free)",
                      with_unit(static_cast<double>(requested), 2), device_, total, allocated / alloc_unit.scale,
                      alloc_unit.name, categories.empty() ? "" : ": ", categories, with_unit(unused, 1),

@@ -3,8 +3,9 @@
 // block reductions, strided indexing, launch sizing and dtype dispatch for GPU kernels.
 //
 // Why our own conversions: bf16/f16 are zt::bf16/zt::f16 (16-bit patterns) on both sides, so a
-// kernel reads exactly the bytes the CPU wrote, and rounding here mirrors the host's (round to
-// nearest even, the host's NaN patterns), so CPU and GPU casts agree bit for bit.
+// kernel reads exactly the bytes the CPU wrote, and rounding here mirrors the host's in integer
+// arithmetic (round to nearest even, f64 through round-to-odd f32, the host's NaN patterns), so
+// CPU and GPU casts agree bit for bit.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -53,18 +54,46 @@ __device__ __forceinline__ bf16 float_to_bf16_device(float f) {
   return bf16{static_cast<uint16_t>(u >> 16)};
 }
 
+// The host's algorithm (core/base.cpp's float_to_f16) step for step, so every input, NaN and
+// subnormals included, gives the host's bits.
 __device__ __forceinline__ f16 float_to_f16_device(float f) {
-  if (isnan(f)) return f16{static_cast<uint16_t>((__float_as_uint(f) >> 16 & 0x8000u) | 0x7e00u)};  // host's quiet NaN
-  return f16{__half_as_ushort(__float2half_rn(f))};
+  const uint32_t u = __float_as_uint(f);
+  const uint32_t sign = (u >> 16) & 0x8000u, abs = u & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u))};
+  if (abs >= 0x477ff000u) return f16{static_cast<uint16_t>(sign | 0x7c00u)};  // overflow to inf
+  if (abs < 0x38800000u) {  // half subnormal or zero: the unit is 2^-24, round to nearest even
+    const uint32_t m = static_cast<uint32_t>(rintf(__uint_as_float(abs) * 16777216.0f));
+    return f16{static_cast<uint16_t>(sign | m)};
+  }
+  const uint32_t mant = abs & 0x7fffffu, exp = (abs >> 23) - 127 + 15;
+  uint32_t half = exp << 10 | mant >> 13;
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;
+  return f16{static_cast<uint16_t>(sign | half)};
 }
 
-// Element from an arithmetic value (f32 first for the 16-bit types, as the host's from_compute).
+// f64 to f32 rounding to odd (truncate, then set the last bit when inexact), as core/dtype.h does
+// before a second rounding to bf16 or f16, so that the two roundings give the correctly rounded
+// result of the f64 value. Other types convert normally.
+template <typename A>
+__device__ __forceinline__ float to_float_round_to_odd_device(A v) {
+  float f = static_cast<float>(v);
+  if constexpr (std::is_same_v<A, double>) {
+    if (static_cast<double>(f) != v && isfinite(f)) {
+      if (fabs(static_cast<double>(f)) > fabs(v)) f = nextafterf(f, 0.0f);
+      f = __uint_as_float(__float_as_uint(f) | 1u);
+    }
+  }
+  return f;
+}
+
+// Element from an arithmetic value, as the host's from_compute.
 template <typename T, typename A>
 __device__ __forceinline__ T from_acc(A v) {
   if constexpr (std::is_same_v<T, bf16>) {
-    return float_to_bf16_device(static_cast<float>(v));
+    return float_to_bf16_device(to_float_round_to_odd_device(v));
   } else if constexpr (std::is_same_v<T, f16>) {
-    return float_to_f16_device(static_cast<float>(v));
+    return float_to_f16_device(to_float_round_to_odd_device(v));
   } else {
     return static_cast<T>(v);
   }

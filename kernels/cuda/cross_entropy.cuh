@@ -24,9 +24,20 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int64_t 
     constexpr int N = Pack16<T>::kSize;
     const int64_t packs = valid / N;
     for (int64_t p = threadIdx.x; p < packs; p += blockDim.x) {
+      // A pack's own max and sum (independent exps, no branch per element), then one merge.
       const Pack16<T> pack = load_pack(row + p * N);
+      float v[N];
+      float m = -INFINITY;
 #pragma unroll
-      for (int k = 0; k < N; ++k) s = softmax_add(s, static_cast<float>(to_acc(pack.v[k])));
+      for (int k = 0; k < N; ++k) {
+        v[k] = static_cast<float>(to_acc(pack.v[k]));
+        m = fmaxf(m, v[k]);
+      }
+      if (m == -INFINITY) continue;
+      float sum = 0.0f;
+#pragma unroll
+      for (int k = 0; k < N; ++k) sum += expf(v[k] - m);
+      s = softmax_merge(s, {m, sum});
     }
     done = packs * N;
   }

@@ -41,7 +41,7 @@ void CudaBackend::copy_strided(const Tensor& src, Tensor& dst) const {
 void CudaBackend::copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) const {
   ZT_CHECK(dst_device.is_cuda() || src_device.is_cuda() || (dst_device.is_cpu() && src_device.is_cpu()), "copy_bytes",
            "unsupported devices ", src_device.str(), " -> ", dst_device.str());
-  cuda::copy_bytes_sync(dst, dst_device.is_cuda() ? dst_device.index : -1, src,
+  cuda::copy_bytes(dst, dst_device.is_cuda() ? dst_device.index : -1, src,
                         src_device.is_cuda() ? src_device.index : -1, n);
 }
 

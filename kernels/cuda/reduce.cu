@@ -108,7 +108,7 @@ double CudaBackend::sum_squares(const Tensor& x) const {
                                 partial + cuda::kSumSquaresBlocks, cuda::current_stream(device));
   });
   double result = 0;
-  cuda::copy_bytes_sync(&result, -1, partial + cuda::kSumSquaresBlocks, device, sizeof(double));
+  cuda::copy_bytes(&result, -1, partial + cuda::kSumSquaresBlocks, device, sizeof(double));
   return result;
 }
 
@@ -125,7 +125,7 @@ bool CudaBackend::all_finite(const Tensor& x) const {
                                cuda::current_stream(device));
   });
   int finite = 0;
-  cuda::copy_bytes_sync(&finite, -1, flag.raw_data(), device, sizeof(int));
+  cuda::copy_bytes(&finite, -1, flag.raw_data(), device, sizeof(int));
   return finite != 0;
 }
 

@@ -265,7 +265,7 @@ StreamGuard::StreamGuard(int device, cudaStream_t stream)
 
 StreamGuard::~StreamGuard() { context_->set_current_stream(previous_); }
 
-void copy_bytes_sync(void* dst, int dst_device, const void* src, int src_device, size_t bytes) {
+void copy_bytes(void* dst, int dst_device, const void* src, int src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device < 0 && src_device < 0) {
     std::memcpy(dst, src, bytes);
@@ -286,6 +286,8 @@ void copy_bytes_sync(void* dst, int dst_device, const void* src, int src_device,
     ZT_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device, src, src_device, bytes, stream));
   } else {
     ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
+    // Within one device the copy is ordered like a kernel: no host memory to protect, no wait.
+    if (src_device == dst_device) return;
   }
   ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
   ctx.check_kernel_errors();

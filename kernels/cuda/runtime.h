@@ -205,8 +205,11 @@ class StreamGuard {
 };
 
 // Copies between host and device memory or two devices, ordered on the current stream of the
-// device side (the source's for device-to-device). Returns only when the copy is complete (so a
-// pageable host buffer may be reused at once), and then reports kernel errors.
-void copy_bytes_sync(void* dst, int dst_device, const void* src, int src_device, size_t bytes);
+// device side (the source's for device-to-device). A copy that touches host memory or crosses
+// devices returns only when it is complete (so the host buffer may be reused at once, and a
+// device-to-host copy can be read) and then reports kernel errors; a copy within one device is
+// only enqueued, like a kernel. A faster path for hot host-to-device copies (pinned staging
+// buffers, no wait) is a later addition.
+void copy_bytes(void* dst, int dst_device, const void* src, int src_device, size_t bytes);
 
 }  // namespace zt::cuda

@@ -1,6 +1,7 @@
 #include "parallel/zero/zero_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "core/backend.h"
@@ -13,11 +14,15 @@ struct ZeroEngine::Unit {
   int shard_rank = 0;
   std::shared_ptr<Storage> full_storage;  // compute dtype, layout.padded elements
   Tensor full;                            // [padded] over full_storage
-  Tensor compute_shard;                   // [shard]: own storage under stage 3, else a view of full
-  Tensor master, exp_avg, exp_avg_sq;     // f32 [shard]; master may alias compute_shard
+  Tensor compute_shard;                   // [shard]: own storage under stage 3 (host memory with
+                                          // offload_params), else a view of full
+  Tensor master, exp_avg, exp_avg_sq;     // f32 [shard] (host memory with offload_optimizer); master
+                                          // may alias compute_shard
   bool master_aliases_compute = false;
   Tensor grad_full;                       // [padded], compute dtype (stages 2-3: only while reducing)
-  Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3)
+  Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3,
+                                          // undefined with offload_optimizer)
+  Tensor host_grad;                       // offload_optimizer: f32 [shard] in host memory
   std::vector<ShardSegment> segments;
   bool empty = false;                     // this rank holds none of the unit (a pipeline stage's others)
   int ready = 0;                          // parameters whose gradient arrived this micro-batch
@@ -40,6 +45,11 @@ Tensor own_slice(const Tensor& flat, int64_t shard, int rank) { return narrow(fl
 
 // Note [ZeRO-3 gather and release]: the identity node on a unit's output. Its backward runs before
 // any backward node of the unit (they consume its gradient), so the unit is gathered just in time.
+// Activation checkpointing (models/checkpointing.h) re-runs a unit's forward inside backward: that
+// replay acquires the unit (gathering it if the node above did not already) and, with the tape on,
+// releases it; release() then keeps it, since the replayed nodes' backward follows at once, and
+// on_unit_ready() frees it when its gradients are complete. So a recomputed unit costs no extra
+// all-gather, and at most the units of one recomputed segment (plus the prefetched one) are held.
 class GatherBeforeBackward final : public Node {
  public:
   GatherBeforeBackward(std::function<void()> gather) : gather_(std::move(gather)) {}
@@ -68,7 +78,10 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
   const int dp_size = config_.stage == 0 ? 1 : dp_.size();
   const int shard_rank = config_.stage == 0 ? 0 : dp_.rank();
   const DType cdt = config_.compute_dtype;
+  ZT_CHECK(!config_.offload_params || config_.stage == 3, "zero",
+           "offload_params needs stage 3 (only ZeRO-3 keeps a parameter shard to offload), got stage ", config_.stage);
   const Device master_device = config_.offload_optimizer ? Device::cpu() : device_;
+  const Device param_device = config_.offload_params ? Device::cpu() : device_;
 
   unit_of_param_.assign(params_.size(), -1);
   index_in_unit_.assign(params_.size(), -1);
@@ -110,11 +123,14 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       copy_(dst, reshape(params_[static_cast<size_t>(L.params[k])].tensor.detach(), {L.sizes[k]}));
     }
     if (config_.stage == 3) {
-      unit->compute_shard = clone(own_slice(unit->full, L.shard, shard_rank));
+      unit->compute_shard = empty({L.shard}, cdt, param_device);
+      copy_(unit->compute_shard, own_slice(unit->full, L.shard, shard_rank));
     } else {
       unit->compute_shard = own_slice(unit->full, L.shard, shard_rank);
     }
-    unit->master_aliases_compute = cdt == DType::f32 && !config_.offload_optimizer;
+    // One f32 copy serves as compute shard and master when both live in the same memory. The rule
+    // looks at the configuration, not at the devices, so a CPU-only run stores what a GPU run would.
+    unit->master_aliases_compute = cdt == DType::f32 && config_.offload_optimizer == config_.offload_params;
     {
       MemoryCategoryScope scope(MemoryCategory::optimizer);
       if (unit->master_aliases_compute) {
@@ -128,7 +144,11 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     }
     {
       MemoryCategoryScope scope(MemoryCategory::gradients);
-      if (config_.stage >= 2) unit->grad_shard = zeros({L.shard}, cdt, device_);
+      if (config_.offload_optimizer) {
+        unit->host_grad = zeros({L.shard}, DType::f32, Device::cpu());
+      } else if (config_.stage >= 2) {
+        unit->grad_shard = zeros({L.shard}, cdt, device_);
+      }
     }
     // Repoint each parameter at its place in the flat buffer (Note [Units]).
     for (size_t k = 0; k < L.params.size(); ++k) {
@@ -189,6 +209,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     }
   }
 
+  for (const auto& U : units_) layouts_.push_back(U->layout);  // empty units: numel 0
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& t = params_[i].tensor;
     t.impl().grad_ready_hooks.clear();
@@ -228,7 +249,10 @@ std::vector<Tensor> ZeroEngine::acquire(int unit) {
 }
 
 void ZeroEngine::release(int unit) {
-  if (config_.stage == 3) free_gathered(unit);
+  // A unit acquired during backward is being recomputed (activation checkpointing): its backward
+  // follows at once and needs it gathered again, so it stays until its gradients are complete
+  // (on_unit_ready) or backward ends.
+  if (config_.stage == 3 && !(in_backward_ && grad_mode_enabled())) free_gathered(unit);
 }
 
 Tensor ZeroEngine::unit_output(int unit, const Tensor& out) {
@@ -253,8 +277,15 @@ void ZeroEngine::gather(int unit, bool wait) {
   if (!U.gathered) {
     U.full_storage->acquire_memory();
     U.full = make_view(params_[static_cast<size_t>(U.layout.params[0])].tensor, {U.layout.padded}, {1}, 0);
-    U.gather_work = dp_.all_gather(U.compute_shard, U.full);
+    if (config_.offload_params) {  // Note [Parameter offload]: fetch into our slice, gather in place
+      Tensor own = own_slice(U.full, U.layout.shard, U.shard_rank);
+      copy_to_device(U.compute_shard, own, counters_.offload);
+      U.gather_work = dp_.all_gather(own, U.full);
+    } else {
+      U.gather_work = dp_.all_gather(U.compute_shard, U.full);
+    }
     U.gathered = true;
+    ++counters_.unit_gathers;
   }
   if (wait) wait_gather(unit);
 }
@@ -337,11 +368,20 @@ void ZeroEngine::finalize_reduction(int unit) {
     U.reduce_work->wait();
     U.reduce_work.reset();
   }
-  if (config_.stage >= 2) {
-    add_(U.grad_shard, own_slice(U.grad_full, U.layout.shard, U.shard_rank));
-    U.grad_full = Tensor();
-  }
+  if (config_.stage >= 1) take_reduced_gradient(unit, own_slice(U.grad_full, U.layout.shard, U.shard_rank));
+  if (config_.stage >= 2) U.grad_full = Tensor();
 }
+
+void ZeroEngine::take_reduced_gradient(int unit, const Tensor& reduced) {
+  Unit& U = *units_[static_cast<size_t>(unit)];
+  if (config_.offload_optimizer) {  // Note [Optimizer offload]
+    accumulate_gradient_on_host(reduced, U.host_grad, host_buffers_, counters_.offload);
+  } else if (config_.stage >= 2) {
+    add_(U.grad_shard, reduced);
+  }  // stages 0-1 without offload: grad_shard is a view of the reduced buffer already
+}
+
+Tensor& ZeroEngine::step_gradient(Unit& unit) { return config_.offload_optimizer ? unit.host_grad : unit.grad_shard; }
 
 void ZeroEngine::drain_reductions(size_t keep) {
   while (reducing_.size() > keep) {
@@ -361,12 +401,15 @@ void ZeroEngine::end_backward() {
   }
   if (config_.stage == 3)
     for (size_t u = 0; u < units_.size(); ++u) free_gathered(static_cast<int>(u));
+  in_backward_ = false;
   if (!last_micro_batch_) return;
-  for (auto& b : buckets_)
+  for (auto& b : buckets_) {
     if (b->work) {
       b->work->wait();
       b->work.reset();
     }
+    for (int u : b->units) take_reduced_gradient(u, units_[static_cast<size_t>(u)]->grad_full);
+  }
   drain_reductions(0);
 }
 
@@ -375,6 +418,7 @@ void ZeroEngine::end_backward() {
 StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) {
   ZT_CHECK(reducing_.empty(), "zero", "step() before end_backward() of the last micro-batch");
   NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
   // Note [Global gradient norm]: each element counted once over the whole mesh. A shard element
   // belongs to one dp rank (stages 1-3; under stage 0 every dp rank holds the same full gradient),
   // each pipeline stage holds its own parameters, and a parameter replicated across tensor-parallel
@@ -384,7 +428,8 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     if (U->empty) continue;
     for (const ShardSegment& s : U->segments) {
       if (tp_rank_ != 0 && params_[static_cast<size_t>(s.param)].tp_replicated) continue;
-      local += backend_for(device_).sum_squares(narrow(U->grad_shard, 0, s.shard_begin, s.shard_end - s.shard_begin));
+      const Tensor& g = step_gradient(*U);
+      local += backend_for(g.device()).sum_squares(narrow(g, 0, s.shard_begin, s.shard_end - s.shard_begin));
     }
   }
   std::vector<comm::Communicator*> groups = norm_groups_;
@@ -404,7 +449,7 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     ++step_;
     for (auto& U : units_) {
       if (U->empty) continue;
-      Tensor g = U->grad_shard;
+      Tensor g = step_gradient(*U);
       if (g.dtype() != DType::f32 || g.device() != U->master.device()) g = to(to(g, DType::f32), U->master.device());
       const Backend& be = backend_for(U->master.device());
       for (const ShardSegment& s : U->segments) {
@@ -422,11 +467,15 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
         be.adamw_step(p, narrow(g, 0, s.shard_begin, n), m, v, args);
       }
     }
+    if (config_.offload_optimizer)  // host work, synchronous: the wall time is its cost
+      counters_.host_optimizer_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     write_back_parameters();
   }
   for (auto& U : units_) {
     if (U->empty) continue;
-    fill_(U->grad_shard, 0.0);
+    if (U->host_grad.defined()) fill_(U->host_grad, 0.0);
+    if (U->grad_shard.defined()) fill_(U->grad_shard, 0.0);  // stage 0: the unit's part of its bucket
     if (config_.stage == 1) fill_(U->grad_full, 0.0);
   }
   return result;
@@ -437,7 +486,14 @@ void ZeroEngine::write_back_parameters() {
   std::vector<comm::WorkPtr> gathers;
   for (auto& U : units_) {
     if (U->empty) continue;
-    if (!U->master_aliases_compute) copy_(U->compute_shard, U->master);
+    if (config_.stage == 3) free_gathered(U->layout.unit);  // a gathered copy would now be stale
+    if (!U->master_aliases_compute) {
+      if (config_.offload_optimizer && !config_.offload_params) {
+        write_master_to_device(U->master, U->compute_shard, host_buffers_, counters_.offload);
+      } else {
+        copy_(U->compute_shard, U->master);  // same memory kind (or offload_params alone)
+      }
+    }
     if (config_.stage == 1 || config_.stage == 2) gathers.push_back(dp_.all_gather(U->compute_shard, U->full));
   }
   for (auto& w : gathers) w->wait();
@@ -457,9 +513,10 @@ ModelStateBytes ZeroEngine::model_state_bytes() const {
   for (const auto& U : units_) {
     if (U->empty) continue;
     const UnitLayout& L = U->layout;
-    b.parameters += (config_.stage == 3 ? L.shard : L.padded) * cs;
-    b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;
-    b.optimizer += L.shard * 4 * (U->master_aliases_compute ? 2 : 3);
+    (config_.offload_params ? b.host_parameters : b.parameters) += (config_.stage == 3 ? L.shard : L.padded) * cs;
+    if (config_.stage <= 1 || !config_.offload_optimizer) b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;
+    if (config_.offload_optimizer) b.host_gradients += L.shard * 4;
+    (config_.offload_optimizer ? b.host_optimizer : b.optimizer) += L.shard * 4 * (U->master_aliases_compute ? 2 : 3);
   }
   return b;
 }

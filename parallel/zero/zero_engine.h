@@ -16,7 +16,12 @@
 //
 // Precision: compute parameters and gradients are in the compute dtype (bf16, f16 or f32);
 // masters and moments are f32 (ZeRO's 2 + 2 + 12 bytes per parameter). With f32 compute the
-// master is the compute parameter itself, so nothing is stored twice (4 + 4 + 8).
+// master is the compute parameter itself, so nothing is stored twice (4 + 4 + 8), unless one of
+// them is offloaded and the other is not (then 4 + 4 + 12).
+//
+// Offload (parallel/zero/offload.h): offload_optimizer keeps masters, moments and an f32 gradient
+// shard in host memory and runs AdamW there (Note [Optimizer offload]); offload_params keeps a
+// stage-3 unit's compute shard in host memory until it is gathered (Note [Parameter offload]).
 //
 // Note [Grad-ready order]: units become ready in the same order on every rank (the same graph is
 // walked the same way), which is what lets each rank start its collectives from autograd hooks
@@ -31,6 +36,7 @@
 #include "optim/adamw.h"
 #include "parallel/comm/communicator.h"
 #include "parallel/zero/flat_layout.h"
+#include "parallel/zero/offload.h"
 
 namespace zt::zero {
 
@@ -40,7 +46,8 @@ struct ZeroConfig {
   double bucket_mb = 25.0;            // stage 0: units are grouped into all-reduce buckets of about this size
   int max_reductions_in_flight = 2;   // stages 2-3: bounds the full gradients alive at once
   bool prefetch = true;               // stage 3: gather the next unit while this one computes
-  bool offload_optimizer = false;     // masters and moments in host memory, AdamW on the CPU
+  bool offload_optimizer = false;     // masters, moments and the gradient shard in host memory, AdamW on the CPU
+  bool offload_params = false;        // stage 3: the compute shard in host memory until gathered
 };
 
 struct StepResult {
@@ -48,10 +55,22 @@ struct StepResult {
   bool skipped = false;    // non-finite gradients (fp16): no update was made
 };
 
-// Bytes this rank holds for model states, by kind (the estimator's categories).
+// Bytes this rank holds for model states, by kind (the estimator's categories), on the compute
+// device and in host memory (offload). Transient buffers (gathered units, gradients being
+// reduced, staging) are not model states.
 struct ModelStateBytes {
-  int64_t parameters = 0, gradients = 0, optimizer = 0;
-  int64_t total() const { return parameters + gradients + optimizer; }
+  int64_t parameters = 0, gradients = 0, optimizer = 0;                 // on the compute device
+  int64_t host_parameters = 0, host_gradients = 0, host_optimizer = 0;  // in host memory
+  int64_t device_total() const { return parameters + gradients + optimizer; }
+  int64_t host_total() const { return host_parameters + host_gradients + host_optimizer; }
+  int64_t total() const { return device_total() + host_total(); }
+};
+
+// What the engine moved, cumulative since construction (tests and logs).
+struct EngineCounters {
+  int64_t unit_gathers = 0;          // stage 3: all-gathers of a unit's parameters
+  OffloadTraffic offload;            // host <-> device bytes (and time) of the offload paths
+  double host_optimizer_seconds = 0;  // offload_optimizer: gradient norm and AdamW on the host
 };
 
 class ZeroEngine final : public ParameterSource {
@@ -87,6 +106,7 @@ class ZeroEngine final : public ParameterSource {
   }
 
   ModelStateBytes model_state_bytes() const;
+  const EngineCounters& counters() const { return counters_; }
   const ZeroConfig& config() const { return config_; }
   int dp_rank() const { return dp_.rank(); }
   int dp_size() const { return dp_.size(); }
@@ -117,6 +137,8 @@ class ZeroEngine final : public ParameterSource {
   void wait_gather(int unit);
   void free_gathered(int unit);
   Tensor full_grad(int unit);  // allocates the unit's full gradient on first use (stages 2-3)
+  void take_reduced_gradient(int unit, const Tensor& reduced);  // into the (host or device) shard
+  Tensor& step_gradient(Unit& unit);  // the shard gradient the optimizer reads
   void write_back_parameters();
 
   std::vector<Parameter>& params_;
@@ -130,11 +152,13 @@ class ZeroEngine final : public ParameterSource {
   std::deque<int> reducing_;  // units with a reduction in flight, oldest first
   bool last_micro_batch_ = true;
   bool in_backward_ = false;
-  int forward_progress_ = -1;
+  int forward_progress_ = -1;  // highest unit acquired in this micro-batch's forward
   std::vector<comm::Communicator*> norm_groups_;
-  int tp_rank_ = 0;  // highest unit acquired in this micro-batch's forward
+  int tp_rank_ = 0;
   int64_t step_ = 0;
   Device device_;
+  HostBuffers host_buffers_;  // offload: reused host buffers for gradients and rounded masters
+  EngineCounters counters_;
 };
 
 }  // namespace zt::zero

@@ -73,6 +73,16 @@ inline Tensor to_cpu(const Tensor& t) {
   return c;
 }
 
+// The input for a CPU reference: f32 widened to f64 (an exact copy), so that long f32 sums on the
+// CPU are not the less exact side of the comparison; other dtypes as they are (their rounding is
+// part of what is compared).
+inline Tensor reference(const Tensor& x) {
+  if (x.dtype() != DType::f32) return x;
+  Tensor wide = empty(x.shape(), DType::f64, Device::cpu());
+  cpu().copy_strided(x.device().is_cpu() ? x : to_cpu(x), wide);
+  return wide;
+}
+
 // Every element as a double (any device, dtype or layout).
 inline std::vector<double> as_doubles(const Tensor& t) {
   std::vector<double> out;

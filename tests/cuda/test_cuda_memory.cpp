@@ -2,6 +2,8 @@
 // operations, so the GPU must give the very same bits.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "cuda_test_util.h"
 
 namespace zt {
@@ -50,7 +52,11 @@ TEST(CudaMemory, RandomFillOfAWholeEqualsItsParts) {
 TEST(CudaMemory, FillMatchesCpuBitForBit) {
   ZT_REQUIRE_GPU();
   for (DType dtype : kAllTypes) {
-    for (double value : {0.0, 1.0, -3.25, 0.1, 70000.5, -1e-8}) {
+    // Negative or out-of-range values are undefined for the unsigned types in C++: not asked of them.
+    const bool unsigned_type = dtype == DType::u8 || dtype == DType::boolean;
+    const std::vector<double> values = unsigned_type ? std::vector<double>{0.0, 1.0, dtype == DType::u8 ? 200.0 : 1.0}
+                                                     : std::vector<double>{0.0, 1.0, -3.25, 0.1, 70000.5, -1e-8};
+    for (double value : values) {
       Tensor c = empty({1031}, dtype, Device::cpu());
       cpu().fill(c, value);
       Tensor g = empty({1031}, dtype, gpu_device());
@@ -75,6 +81,25 @@ TEST(CudaMemory, CastsMatchCpuBitForBit) {
       gpu().copy_strided(src_gpu, g);
       expect_same_bits(g, c, std::string("cast ") + dtype_name(from) + " -> " + dtype_name(to));
     }
+  }
+}
+
+TEST(CudaMemory, F64ToHalfTypesRoundOnce) {
+  ZT_REQUIRE_GPU();
+  // Just above a bf16 or f16 tie by less than half an f32 unit: rounding to f32 first would land on
+  // the tie and round to even (down); a correctly rounded cast goes up, as the CPU's does.
+  const std::vector<double> values = {1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30),
+                                      -(1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30)),
+                                      1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40),
+                                      -360.62500476837158, 1e300, -1e-300, 0.0};
+  Tensor src = make_cpu({static_cast<int64_t>(values.size())}, DType::f64,
+                        [&](int64_t i) { return values[static_cast<size_t>(i)]; });
+  for (DType to : {DType::bf16, DType::f16, DType::f32}) {
+    Tensor c = empty(src.shape(), to, Device::cpu());
+    cpu().copy_strided(src, c);
+    Tensor g = empty(src.shape(), to, gpu_device());
+    gpu().copy_strided(to_gpu(src), g);
+    expect_same_bits(g, c, std::string("f64 -> ") + dtype_name(to) + " near ties");
   }
 }
 

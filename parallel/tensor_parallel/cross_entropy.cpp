@@ -1,0 +1,151 @@
+#include "parallel/tensor_parallel/cross_entropy.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/ops.h"
+
+namespace zt::tp {
+
+namespace {
+
+constexpr const char* kApi = "vocab_parallel_cross_entropy";
+
+// What the rows need from the host-side targets.
+struct TargetPlan {
+  std::vector<int64_t> positions;  // flat index row * Vl + local column of the target (0 if not here)
+  std::vector<double> on_rank;     // 1 where the target column is one of this rank's
+  std::vector<double> counted;     // 1 where the target is not ignored
+  int64_t count = 0, on_rank_count = 0;
+};
+
+TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_t valid, int64_t begin, int64_t width) {
+  std::vector<int64_t> t;
+  if (flat_targets.dtype() == DType::i64) {
+    t = flat_targets.to_vector<int64_t>();
+  } else {
+    for (int32_t v : flat_targets.to_vector<int32_t>()) t.push_back(v);
+  }
+  TargetPlan plan;
+  const size_t n = t.size();
+  plan.positions.assign(n, 0);
+  plan.on_rank.assign(n, 0.0);
+  plan.counted.assign(n, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    if (t[i] == ignore_index) continue;
+    ZT_CHECK(t[i] >= 0 && t[i] < valid, kApi, "target ", t[i], " at row ", i, " is out of range [0, ", valid,
+             ") and is not ignore_index ", ignore_index);
+    plan.counted[i] = 1.0;
+    ++plan.count;
+    if (t[i] >= begin && t[i] < begin + width) {
+      plan.positions[i] = static_cast<int64_t>(i) * width + (t[i] - begin);
+      plan.on_rank[i] = 1.0;
+      ++plan.on_rank_count;
+    }
+  }
+  return plan;
+}
+
+class VocabParallelCrossEntropyBackward final : public Node {
+ public:
+  VocabParallelCrossEntropyBackward(Tensor logits2, Tensor lse, Tensor positions, Tensor on_rank, Tensor counted,
+                                    int64_t valid_local, int64_t count, bool any_on_rank, DType compute,
+                                    Shape logits_shape)
+      : logits2_(std::move(logits2)), lse_(std::move(lse)), positions_(std::move(positions)),
+        on_rank_(std::move(on_rank)), counted_(std::move(counted)), valid_local_(valid_local), count_(count),
+        any_on_rank_(any_on_rank), compute_(compute), logits_shape_(std::move(logits_shape)) {}
+  std::string name() const override { return "VocabParallelCrossEntropyBackward"; }
+  void release() override { logits2_ = lse_ = positions_ = on_rank_ = counted_ = Tensor(); }
+
+  std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
+    const double scale = count_ == 0 ? 0.0 : grads[0].item() / static_cast<double>(count_);
+    const int64_t rows = logits2_.size(0), width = logits2_.size(1);
+    Tensor x = logits2_.dtype() == compute_ ? logits2_ : to(logits2_, compute_);
+    Tensor d = zeros({rows, width}, compute_, x.device());
+    if (valid_local_ > 0) {  // softmax over this rank's valid columns, with the global lse
+      Tensor p = exp(sub(narrow(x, 1, 0, valid_local_), unsqueeze(lse_, 1)));
+      p = mul(p, unsqueeze(mul_scalar(counted_, scale), 1));
+      Tensor window = narrow(d, 1, 0, valid_local_);
+      copy_(window, p);
+    }
+    if (any_on_rank_) {  // minus one at each target column this rank holds: a scatter-add
+      Tensor minus = contiguous(unsqueeze(mul_scalar(on_rank_, -scale), 1));
+      Tensor onehot = backend_for(x.device()).embedding_backward(minus, positions_, rows * width);
+      Tensor flat = view(d, {rows * width, 1});
+      add_(flat, onehot);
+    }
+    if (d.dtype() != logits2_.dtype()) d = to(d, logits2_.dtype());
+    return {reshape(d, logits_shape_)};
+  }
+
+ private:
+  Tensor logits2_, lse_, positions_, on_rank_, counted_;
+  int64_t valid_local_, count_;
+  bool any_on_rank_;
+  DType compute_;
+  Shape logits_shape_;
+};
+
+}  // namespace
+
+Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, comm::Communicator& tp,
+                                    int64_t ignore_index, int64_t valid_vocab) {
+  ZT_CHECK(logits.defined() && targets.defined(), kApi, "logits and targets must be defined");
+  ZT_CHECK(is_floating(logits.dtype()) && logits.dim() >= 1, kApi, "logits must be a floating [..., V/tp] tensor, got ",
+           logits.describe());
+  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, kApi, "targets must be i32 or i64, got ",
+           targets.describe());
+  const Shape rows_shape(logits.shape().begin(), logits.shape().end() - 1);
+  ZT_CHECK(targets.shape() == rows_shape, kApi, "targets must have logits' shape without the last dim: logits are ",
+           logits.describe(), ", targets are ", targets.describe());
+  ZT_CHECK(logits.device() == tp.device() && targets.device() == tp.device(), kApi, "logits ", logits.describe(),
+           " and targets ", targets.describe(), " must be on the tensor-parallel group's device ", tp.device().str());
+  if (tp.size() == 1) return cross_entropy(logits, targets, ignore_index, valid_vocab);
+
+  const int64_t width = logits.size(-1), vocab = width * tp.size();
+  const int64_t valid = valid_vocab < 0 ? vocab : valid_vocab;
+  ZT_CHECK(valid >= 1 && valid <= vocab, kApi, "valid_vocab ", valid_vocab, " must be in [1, ", vocab,
+           "] (or -1 for all columns) for vocabulary shards ", logits.describe(), " over ", tp.size(), " ranks");
+  const int64_t begin = tp.rank() * width;
+  const int64_t valid_local = std::clamp<int64_t>(valid - begin, 0, width);
+  const DType compute = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const Device dev = logits.device();
+
+  Tensor logits2, lse, loss, positions, on_rank, counted;
+  TargetPlan plan;
+  {
+    NoGradGuard no_grad;
+    logits2 = contiguous(reshape(logits.detach(), {-1, width}));
+    const int64_t rows = logits2.size(0);
+    plan = plan_targets(contiguous(reshape(targets.detach(), {rows})), ignore_index, valid, begin, width);
+    positions = from_vector(plan.positions, {rows}, dev);
+    on_rank = from_vector_as(plan.on_rank, {rows}, compute, dev);
+    counted = from_vector_as(plan.counted, {rows}, compute, dev);
+
+    Tensor x = logits2.dtype() == compute ? logits2 : to(logits2, compute);
+    Tensor valid_x = valid_local > 0 ? narrow(x, 1, 0, valid_local) : Tensor();
+    Tensor row_max = valid_local > 0 ? contiguous(max(valid_x, 1))
+                                     : full({rows}, -std::numeric_limits<double>::infinity(), compute, dev);
+    tp.all_reduce(row_max, comm::ReduceOp::max)->wait();
+    Tensor sum_exp = valid_local > 0 ? sum(exp(sub(valid_x, unsqueeze(row_max, 1))), {1}) : zeros({rows}, compute, dev);
+    Tensor target_logit = zeros({rows}, compute, dev);
+    if (plan.on_rank_count > 0)
+      target_logit = mul(reshape(embedding(view(x, {rows * width, 1}), positions), {rows}), on_rank);
+    Tensor stats = cat({sum_exp, target_logit}, 0);  // one all-reduce for both
+    tp.all_reduce(stats, comm::ReduceOp::sum)->wait();
+    lse = add(log(narrow(stats, 0, 0, rows)), row_max);
+    Tensor losses = mul(sub(lse, narrow(stats, 0, rows, rows)), counted);
+    loss = mul_scalar(sum(losses), plan.count == 0 ? 0.0 : 1.0 / static_cast<double>(plan.count));
+  }
+  if (needs_grad({&logits}))
+    record(std::make_shared<VocabParallelCrossEntropyBackward>(logits2, contiguous(lse), positions, on_rank, counted,
+                                                               valid_local, plan.count, plan.on_rank_count > 0,
+                                                               compute, logits.shape()),
+           {logits}, {&loss});
+  return loss;
+}
+
+}  // namespace zt::tp

@@ -1,0 +1,89 @@
+// Note [Optimizer offload] and Note [Parameter offload] in parallel/zero/offload.h.
+#include "parallel/zero/offload.h"
+
+#include <chrono>
+
+#include "core/backend.h"
+#include "core/ops.h"
+
+namespace zt::zero {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The backend that moves bytes between these devices: the CUDA one whenever a GPU is involved.
+const Backend& mover(Device a, Device b) { return backend_for(a.is_cuda() ? a : b); }
+
+void copy_bytes_of(const Tensor& src, const Tensor& dst) {
+  ZT_CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel() && src.is_contiguous() && dst.is_contiguous(),
+           "zero.offload", "copy needs contiguous tensors of one dtype and size, got ", src.describe(), " -> ",
+           dst.describe());
+  if (src.numel() == 0 || src.raw_data() == dst.raw_data()) return;
+  mover(src.device(), dst.device()).copy_bytes(dst.raw_data(), dst.device(), src.raw_data(), src.device(), src.nbytes());
+}
+
+}  // namespace
+
+Tensor HostStaging::get(int64_t n, DType dtype) {
+  const int64_t bytes = n * static_cast<int64_t>(dtype_size(dtype));
+  if (!buffer_.defined() || buffer_.numel() < bytes)
+    buffer_ = empty({bytes}, DType::u8, Device::cpu(), MemoryCategory::communication);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = buffer_.storage();  // 64-byte aligned: any dtype may view it
+  impl->shape = {n};
+  impl->strides = {1};
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+void copy_to_host(const Tensor& device_src, const Tensor& host_dst, OffloadTraffic& traffic) {
+  ZT_CHECK(host_dst.device().is_cpu(), "zero.offload", "host buffer ", host_dst.describe(), " is not on the cpu");
+  const auto start = Clock::now();
+  copy_bytes_of(device_src, host_dst);
+  traffic.copy_seconds += seconds_since(start);
+  traffic.device_to_host_bytes += static_cast<int64_t>(device_src.nbytes());
+}
+
+void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTraffic& traffic) {
+  ZT_CHECK(host_src.device().is_cpu(), "zero.offload", "host buffer ", host_src.describe(), " is not on the cpu");
+  const auto start = Clock::now();
+  copy_bytes_of(host_src, device_dst);
+  traffic.copy_seconds += seconds_since(start);
+  traffic.host_to_device_bytes += static_cast<int64_t>(host_src.nbytes());
+}
+
+void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
+                                 OffloadTraffic& traffic) {
+  ZT_CHECK(host_grad.device().is_cpu() && host_grad.dtype() == DType::f32 && host_grad.numel() == reduced.numel(),
+           "zero.offload", "host gradient ", host_grad.describe(), " does not fit reduced gradient ", reduced.describe());
+  // Only compute-dtype bytes cross; widening happens on the host, into a reused buffer.
+  Tensor landed = buffers.landing.get(reduced.numel(), reduced.dtype());
+  copy_to_host(reduced, landed, traffic);
+  const auto start = Clock::now();
+  if (landed.dtype() != DType::f32) {
+    Tensor wide = buffers.widened.get(reduced.numel(), DType::f32);
+    copy_(wide, landed);
+    landed = wide;
+  }
+  add_(host_grad, landed);
+  traffic.host_math_seconds += seconds_since(start);
+}
+
+void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,
+                            OffloadTraffic& traffic) {
+  ZT_CHECK(master.device().is_cpu() && master.dtype() == DType::f32 && master.numel() == compute.numel(),
+           "zero.offload", "master ", master.describe(), " does not fit compute shard ", compute.describe());
+  if (compute.dtype() == DType::f32) {
+    copy_to_device(master, compute, traffic);
+    return;
+  }
+  const auto start = Clock::now();
+  Tensor rounded = buffers.landing.get(master.numel(), compute.dtype());
+  copy_(rounded, master);  // rounds on the host, so only compute-dtype bytes cross
+  traffic.host_math_seconds += seconds_since(start);
+  copy_to_device(rounded, compute, traffic);
+}
+
+}  // namespace zt::zero

@@ -1,0 +1,78 @@
+// Host <-> device traffic of ZeRO offload (ZeRO-Offload, Ren et al. 2021; ZeRO-Infinity's
+// parameter offload), used by the engine (parallel/zero/zero_engine.h).
+//
+// Note [Optimizer offload]: with ZeroConfig::offload_optimizer, this rank's optimizer shard (f32
+// masters, Adam moments) and an f32 gradient shard live in host memory:
+//   backward   as soon as a unit's gradient is reduced (ZeroEngine::finalize_reduction), its shard
+//              is copied to the host in the compute dtype and added into the f32 host gradient
+//              (accumulating micro-batches in f32); under stages 2-3 the device then keeps no
+//              gradient shard at all, only the unit's full gradient while it is being reduced.
+//   step       the global norm and AdamW run on the host (the CPU backend's OpenMP adamw_step).
+//   write back the updated masters are cast to the compute dtype on the host (half the bytes to
+//              move for bf16) and copied to the device's compute shard.
+// The same code runs when "device" and host are both the CPU (CPU-only runs and tests): it moves the
+// same bytes through the same buffers, so it is tested everywhere and costs only memcpys there.
+//
+// Note [Parameter offload]: with ZeroConfig::offload_params (stage 3), a unit's compute shard lives
+// in host memory; gathering the unit first copies it into this rank's slice of the unit's gathered
+// device buffer, then all-gathers in place. With f32 compute and both offloads on, the f32 master
+// is that host shard itself.
+//
+// Where a GPU run would overlap (not done yet; every copy below is synchronous on the device's
+// current stream, which keeps it ordered after the reduce-scatter and before the all-gather):
+//   - host buffers (masters, moments, host gradients, staging) should be page-locked: that needs a
+//     pinned-host Allocator in core (cudaHostAlloc behind allocator_for), so that Storage can own them;
+//   - the gradient copy would go on a device-to-host stream after an event recorded when the
+//     reduce-scatter finishes, with a host thread adding into the f32 gradient once its event fires;
+//   - the parameter fetch would go on a host-to-device stream one unit ahead (with the prefetch),
+//     and the all-gather would wait on its event instead of the host.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace zt::zero {
+
+// Bytes moved between host and device buffers, counted by role: a CPU-only run, where both sides
+// are the CPU, counts the same bytes as a GPU run would move.
+struct OffloadTraffic {
+  int64_t device_to_host_bytes = 0;
+  int64_t host_to_device_bytes = 0;
+  // Host wall time, for logs and benchmarks (every step here is synchronous, so it is exact).
+  double copy_seconds = 0;       // both directions
+  double host_math_seconds = 0;  // widening and adding gradients, rounding masters
+};
+
+// One reusable host buffer (communication memory), grown to the largest request. Reusing it keeps
+// the allocator from handing fresh pages to every unit of every step (page faults cost as much as
+// the copy itself on large units).
+class HostStaging {
+ public:
+  // The first n elements of a host buffer of `dtype`; valid until the next call.
+  Tensor get(int64_t n, DType dtype);
+
+ private:
+  Tensor buffer_;  // u8 bytes
+};
+
+struct HostBuffers {
+  HostStaging landing;  // gradients as they arrive, masters rounded for the trip back (compute dtype)
+  HostStaging widened;  // 16-bit gradients widened to f32 before they are added
+};
+
+// dst = src for two contiguous tensors of the same dtype and size (a byte copy): from a device
+// buffer to a host one, and back.
+void copy_to_host(const Tensor& device_src, const Tensor& host_dst, OffloadTraffic& traffic);
+void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTraffic& traffic);
+
+// host_grad (f32, host) += reduced (compute dtype, on the device): copied to the host first in the
+// compute dtype, then widened and added there.
+void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
+                                 OffloadTraffic& traffic);
+
+// compute (compute dtype, on the device) = master (f32, host), cast on the host.
+void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,
+                            OffloadTraffic& traffic);
+
+}  // namespace zt::zero
