@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}; preset=${2:-124M}; batch=${3:-16}; steps=${STEPS:-30}
-out=${OUT:-$build}/bench-train-$preset; mkdir -p "$out"
+out=${BENCH_DIR:-/tmp/zt-bench}/train-$preset; mkdir -p "$out"
 case $preset in
   124M) dims="--layers 12 --heads 12 --dim 768";;
   350M) dims="--layers 24 --heads 16 --dim 1024";;
