@@ -84,13 +84,7 @@ void Executor::backward(const Instruction& in, double loss_scale, bool last) {
   Slot& s = slot(in.micro_batch, in.chunk);
   const ChunkPlacement& p = plan_.chunk(in.chunk);
   ZT_CHECK(s.output.defined(), kApi, "internal error: ", to_string(in), " without its forward");
-  // ZeRO-2 reduce-scatters every micro-batch and, except after the last, leaves up to
-  // max_reductions_in_flight of them running into the next backward. A stage with that few units
-  // (or, interleaved, the other chunk's units, which end_backward() reduces with a zero gradient)
-  // would then reuse a unit's gradient buffer while its reduction still runs; completing the
-  // reductions after every backward avoids that (under ZeRO-2, `last` only makes end_backward()
-  // wait for them).
-  engine_.begin_micro_batch(last || engine_.config().stage == 2);
+  engine_.begin_micro_batch(last);
   {
     MemoryCategoryScope scope(MemoryCategory::activations);
     if (p.last) {

@@ -321,6 +321,13 @@ void ZeroEngine::begin_micro_batch(bool last) {
 
 Tensor ZeroEngine::full_grad(int unit) {
   Unit& U = *units_[static_cast<size_t>(unit)];
+  if (U.reduce_work) {
+    // The unit's previous reduction (an earlier micro-batch) still reads this buffer: finish it
+    // before the next gradient is written (the same order on every rank: Note [Grad-ready order]).
+    auto it = std::find(reducing_.begin(), reducing_.end(), unit);
+    if (it != reducing_.end()) reducing_.erase(it);
+    finalize_reduction(unit);
+  }
   if (!U.grad_full.defined()) {
     MemoryCategoryScope scope(MemoryCategory::gradients);
     U.grad_full = zeros({U.layout.padded}, config_.compute_dtype, device_);

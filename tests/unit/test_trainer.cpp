@@ -156,7 +156,9 @@ TEST_P(TrainerResume, IsBitIdenticalToTheStraightRun) {
   for (const auto& [step, j] : lb) {
     ASSERT_TRUE(la.count(step)) << step;
     for (const char* key : {"loss", "lr", "grad_norm", "val_loss"})
-      if (j.contains(key)) EXPECT_EQ(j.at(key).get<double>(), la.at(step).at(key).get<double>()) << key << " at step " << step;
+      if (j.contains(key)) {
+        EXPECT_EQ(j.at(key).get<double>(), la.at(step).at(key).get<double>()) << key << " at step " << step;
+      }
   }
   EXPECT_TRUE(lb.at(kSteps).contains("val_loss"));
   EXPECT_NE(la.at(kSteps).at("loss").get<double>(), la.at(1).at("loss").get<double>());
