@@ -23,10 +23,11 @@ run_zt() {  # name ranks stage
     --set parallel.zero_stage="$stage" --set data.train="$out/synth.bin" --set data.tokenizer=byte --set data.val= \
     --set data.val_every=0 --set logging.every=1 --set logging.sample_every=0 \
     --set logging.metrics_jsonl="$out/$name.jsonl" --set checkpoint.dir="$out/ckpt-$name" --set checkpoint.every=0 \
-    --set checkpoint.resume=none ${ZT_BENCH_SET:-} > "$out/$name.log" 2>&1 || echo "zerotrain $name failed: $(tail -2 "$out/$name.log")"
+    --set checkpoint.save_at_end=false --set checkpoint.resume=none ${ZT_BENCH_SET:-} > "$out/$name.log" 2>&1 || echo "zerotrain $name failed: $(tail -2 "$out/$name.log")"
 }
-run_zt dp1 1 0
-for stage in 0 1 2 3; do run_zt "zero$stage" "$gpus" "$stage"; done
+for s in ${STAGES:-dp1 0 1 2 3}; do
+  if [ "$s" = dp1 ]; then run_zt dp1 1 0; else run_zt "zero$s" "$gpus" "$s"; fi
+done
 for mode in ddp fsdp; do
   torchrun --nproc_per_node "$gpus" bench/peers/torch_fsdp.py --mode $mode $dims --batch "$batch" --tag $mode \
     > "$out/torch_$mode.log" 2>&1 || echo "torch $mode failed: $(tail -2 "$out/torch_$mode.log")"

@@ -203,7 +203,9 @@ std::string save_checkpoint(const std::string& dir, const TrainingState& state, 
     std::string meta_bytes;
     ZT_CHECK(meta.SerializeToString(&meta_bytes), "checkpoint", "could not serialise the metadata");
     write_file_atomically((tmp_dir / kMetaFile).string(), meta_bytes);
+    sync_to_disk(tmp_dir.string());  // every shard's name is durable before the folder gets its final one
     fs::rename(tmp_dir, final_dir);
+    sync_to_disk(final_dir.has_parent_path() ? final_dir.parent_path().string() : ".");
 
     if (keep_last > 0) {  // prune the oldest complete checkpoints
       std::vector<std::pair<int64_t, fs::path>> complete;

@@ -382,7 +382,7 @@ TrainOutcome Run::execute() {
     pipeline_->finish();
     say(pipeline_->timing_summary());
   }
-  if (tc.steps() > 0 && !cc.dir().empty()) outcome.final_checkpoint = save(tc.steps());
+  if (tc.steps() > 0 && cc.save_at_end()) outcome.final_checkpoint = save(tc.steps());
   say(fmt::format("done: {} steps in {}", tc.steps() - start_step, format_duration(seconds_since(run_start))));
   return outcome;
 }

@@ -1,6 +1,11 @@
 #include "models/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -146,6 +151,19 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, Tenso
   return out;
 }
 
+void sync_to_disk(const std::string& path) {
+  const bool folder = std::filesystem::is_directory(path);
+  const int fd = ::open(path.c_str(), (folder ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    ZT_CHECK(folder, "io", "cannot open '", path, "' to sync it: ", std::strerror(errno));
+    return;
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  ZT_CHECK(synced || folder, "io", "fsync of '", path, "' failed: ", std::strerror(err));
+}
+
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   {
@@ -155,7 +173,10 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     out.flush();
     ZT_CHECK(out.good(), "io", "writing '", tmp, "' failed (disk full?)");
   }
+  sync_to_disk(tmp);  // the data reaches the disk before the name does
   std::filesystem::rename(tmp, path);
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  sync_to_disk(dir.empty() ? "." : dir.string());
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,

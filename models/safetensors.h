@@ -24,8 +24,12 @@ SafetensorsFile read_safetensors(const std::string& path);
 // The bytes of a safetensors file holding these tensors (any device; copied to the host), in order.
 std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata = {});
-// Writes bytes to path atomically: "<path>.tmp", flushed and checked, then renamed.
+// Writes bytes to path atomically and durably: "<path>.tmp", written, fsynced, renamed, and the
+// folder synced, so that after a crash or power loss path is either absent or complete.
 void write_file_atomically(const std::string& path, const std::string& bytes);
+// fsync of a file or a folder (a folder makes the renames inside it durable). Throws for a file
+// that cannot be synced; best effort for folders (some file systems refuse).
+void sync_to_disk(const std::string& path);
 // serialize_safetensors + write_file_atomically.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
