@@ -98,6 +98,9 @@ class Backend {
   virtual Tensor embedding(const Tensor& weight, const Tensor& ids) const;  // ids flattened
   // Deterministic: the result does not depend on thread or block scheduling.
   virtual Tensor embedding_backward(const Tensor& grad_out, const Tensor& ids, int64_t vocab) const;
+  // Whether attention()/attention_backward() take this dtype and head dim. When not, the op builds
+  // attention from matmul and softmax instead (T x T scores in memory; correct, not fast).
+  virtual bool fused_attention_supported(DType dtype, int64_t head_dim) const { return true; }
   virtual AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     double scale) const;
   virtual AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k,

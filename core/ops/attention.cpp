@@ -36,6 +36,25 @@ class AttentionBackward final : public Node {
 
 }  // namespace
 
+namespace ops {
+
+Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  const DType work = q.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  auto up = [&](const Tensor& t) { return t.dtype() == work ? t : to(t, work); };
+  Tensor scores = mul_scalar(matmul(up(q), up(k), false, true), scale);
+  if (causal) {
+    const int64_t T = q.size(2);
+    std::vector<double> mask(static_cast<size_t>(T * T), 0.0);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = i + 1; j < T; ++j) mask[static_cast<size_t>(i * T + j)] = -1e30;  // exp() gives exactly 0
+    scores = add(scores, from_vector_as(mask, {T, T}, work, q.device()));
+  }
+  Tensor out = matmul(softmax(scores, -1), up(v));
+  return out.dtype() == q.dtype() ? out : to(out, q.dtype());
+}
+
+}  // namespace ops
+
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale) {
   const char* api = "scaled_dot_product_attention";
@@ -49,6 +68,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   ZT_CHECK(q.size(3) > 0, api, "head dim D must be positive: q is ", q.describe());
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3))));
   ZT_CHECK(std::isfinite(s), api, "scale must be finite, got ", s);
+  if (!backend_for(q.device()).fused_attention_supported(q.dtype(), q.size(3)))
+    return ops::composite_attention(q, k, v, causal, s);
   Tensor qc = contiguous(q.detach()), kc = contiguous(k.detach()), vc = contiguous(v.detach());
   AttentionResult r = backend_for(q.device()).attention(qc, kc, vc, causal, s);
   if (needs_grad({&q, &k, &v}))

@@ -25,4 +25,8 @@ Shape broadcast_shapes(const char* api, const Tensor& a, const Tensor& b);
 // of broadcasting and of expand). Returns grad itself when the shapes already agree.
 Tensor sum_to_shape(const Tensor& grad, const Shape& shape);
 
+// Attention from differentiable ops, for dtypes and head dims a backend's fused kernel does not
+// take: softmax(q k^T * scale + mask) v in f32 (f64 for f64), with the T x T scores in memory.
+Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+
 }  // namespace zt::ops

@@ -135,4 +135,8 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
   return grads;
 }
 
+bool CudaBackend::fused_attention_supported(DType dtype, int64_t head_dim) const {
+  return (dtype == DType::bf16 || dtype == DType::f16) && (head_dim == 64 || head_dim == 128);
+}
+
 }  // namespace zt

@@ -90,8 +90,9 @@ TEST(Estimate, ShardsArePaddedPerUnit) {
     SCOPED_TRACE(stage);
     const StageMemory m = estimate_memory(gpt2_124m(7, stage)).worst();
     EXPECT_EQ(m.optimizer_states, 12 * shard);
-    EXPECT_EQ(m.gradients, stage >= 2 ? 2 * shard : 2 * kParams124M);
-    EXPECT_EQ(m.parameters, stage >= 3 ? 2 * shard : 2 * kParams124M);
+    // Full states of stages 1-2 live in the padded flat buffer (7 x shard elements).
+    EXPECT_EQ(m.gradients, stage >= 2 ? 2 * shard : 2 * 7 * shard);
+    EXPECT_EQ(m.parameters, stage >= 3 ? 2 * shard : 2 * 7 * shard);
   }
   // Tiny preset, dp = 3, an independent unit list: V 257 padded to 384, T 256, C 128 -> embeddings
   // 81,920, block 12 C^2 + 13 C = 198,272, ln_f 256; shards ceil(81,920 / 3) = 27,307,
@@ -115,14 +116,15 @@ TEST(Estimate, OffloadMovesStatesToTheHost) {
   const int64_t shard = kParams124M / 4;
   MemoryEstimate e = estimate_memory(in);
   EXPECT_EQ(e.worst().optimizer_states, 0);
+  EXPECT_EQ(e.worst().gradients, 0);  // the f32 gradient shard lives on the host with the optimizer
   EXPECT_EQ(e.worst().parameters, 2 * shard);
-  EXPECT_EQ(e.worst().host, 12 * shard);
-  EXPECT_EQ(e.host_per_node, 4 * 12 * shard);
+  EXPECT_EQ(e.worst().host, 16 * shard);  // 12 optimizer + 4 f32 gradient
+  EXPECT_EQ(e.host_per_node, 4 * 16 * shard);
   in.offload_params = true;
   e = estimate_memory(in);
   EXPECT_EQ(e.worst().parameters, 0);
-  EXPECT_EQ(e.worst().host, 14 * shard);
-  EXPECT_EQ(e.host_per_node, 4 * 14 * shard);
+  EXPECT_EQ(e.worst().host, 18 * shard);
+  EXPECT_EQ(e.host_per_node, 4 * 18 * shard);
 }
 
 TEST(Estimate, TensorAndPipelineParallelSlices) {
@@ -279,10 +281,10 @@ TEST(Estimate, FromConfigAndTable) {
   // 1.5B, dp 8: every unit of GPT-2 XL divides by 8 (80,486,400 + 1,638,400; 30,740,800; 3,200), no padding.
   const int64_t shard = 1'557'686'400 / 8;
   EXPECT_EQ(e.worst().parameters, 2 * shard);
-  EXPECT_EQ(e.worst().gradients, 2 * shard);
+  EXPECT_EQ(e.worst().gradients, 0);
   EXPECT_EQ(e.worst().optimizer_states, 0);
-  EXPECT_EQ(e.worst().host, 12 * shard);
-  EXPECT_EQ(e.host_per_node, 8 * 12 * shard);
+  EXPECT_EQ(e.worst().host, 16 * shard);
+  EXPECT_EQ(e.host_per_node, 8 * 16 * shard);
   const std::string table = format_memory_estimate(e, in);
   for (const char* part : {"1,557,686,400 parameters", "ZeRO stage 3, optimizer offloaded", "parameters", "gradients",
                            "optimizer states", "activations", "buffers", "total", "host per node (at most, 8 ranks)"})
