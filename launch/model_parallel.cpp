@@ -12,19 +12,22 @@ namespace {
 
 MeshShape mesh_shape(const TrainConfig& cfg) {
   const auto& p = cfg.parallel();
-  ZT_CHECK(p.pp() == 1, "train", "parallel.tp (", p.tp(), ") with parallel.pp (", p.pp(),
-           ") > 1 is not supported yet; use tensor parallelism with dp only");
-  return MeshShape{p.dp(), p.tp(), 1};
+  return MeshShape{p.dp(), p.tp(), p.pp()};
 }
 
 }  // namespace
 
 TensorParallelTraining::TensorParallelTraining(const TrainConfig& cfg, comm::Communicator& world)
-    : cfg_(cfg), world_(world), mesh_(world, mesh_shape(cfg)) {}
+    : cfg_(cfg), world_(world), mesh_(world, mesh_shape(cfg)) {
+  // Ordered by world rank, which is pipeline rank major (Note [mesh layout]): the checkpoint
+  // writers' rank 0 is the first stage's first dp rank.
+  if (mesh_.shape().pp > 1) same_tp_rank_ = world.split(mesh_.coord().tp, world.rank());
+}
 
 std::unique_ptr<Gpt> TensorParallelTraining::make_model(const GptConfig& config, Device device, uint64_t seed,
-                                                        const std::string& init_from) const {
-  auto model = std::make_unique<Gpt>(config, device, seed, std::vector<bool>{}, group());
+                                                        const std::string& init_from,
+                                                        std::vector<bool> owned_units) const {
+  auto model = std::make_unique<Gpt>(config, device, seed, std::move(owned_units), group());
   if (init_from.empty()) return model;
   // The file holds whole tensors: load them into a whole model, then keep this rank's shards.
   Gpt whole(config, Device::cpu(), seed);

@@ -5,6 +5,7 @@
 
 #include "core/autograd.h"
 #include "parallel/pipeline/partition.h"
+#include "parallel/tensor_parallel/cross_entropy.h"
 
 namespace zt {
 
@@ -20,6 +21,13 @@ pipeline::ScheduleKind schedule_kind_of(const TrainConfig& cfg) {
     case PipelineScheduleKind::interleaved: return pipeline::ScheduleKind::interleaved;
   }
   return pipeline::ScheduleKind::one_f_one_b;
+}
+
+// The tied embedding as this rank holds it: this tp rank's vocabulary rows (Note [Pipeline with
+// tensor parallelism] in parallel/pipeline/stage.h).
+Shape head_shape(const Gpt& model) {
+  const GptConfig& c = model.config();
+  return {c.padded_vocab / model.tensor_parallel().size(), c.d_model};
 }
 
 double average_over(comm::Communicator& group, double value) {
@@ -62,7 +70,26 @@ void GptChunks::set_micro_batches(std::vector<Tensor> inputs, std::vector<Tensor
 }
 
 Shape GptChunks::activation_shape() const {
-  return {micro_batch_size_, model_.config().seq_len, model_.config().d_model};
+  // Note [Pipeline with tensor parallelism]: under sequence parallelism the rank's T / tp positions.
+  const tp::TpGroup& tp = model_.tensor_parallel();
+  const int64_t T = model_.config().seq_len;
+  return {micro_batch_size_, tp.splits_sequence() ? T / tp.size() : T, model_.config().d_model};
+}
+
+Tensor GptChunks::loss(const Tensor& hidden, const Tensor& targets) {
+  Tensor x = model_.final_norm(source_, hidden);
+  const tp::TpGroup& tp = model_.tensor_parallel();
+  if (!(tp.splits_sequence() && plan_.holds_head_copy())) return model_.loss_from_hidden(source_, x, targets);
+  // Gpt::loss_from_hidden would pass unit 0's replicated parameters through copy_to_tp under
+  // sequence parallelism, matching them by the model's own unit-0 parameters, which this stage does
+  // not hold: the head copy is the one parameter used here, and it is vocabulary-split (not
+  // replicated), so the same computation needs no copy_to_tp.
+  Tensor head = source_.acquire(0)[0];
+  Tensor logits = tp::column_parallel_linear(x, head, Tensor(), tp);  // [B, T, Vp / tp]
+  source_.release(0);
+  const int64_t rows = logits.size(0) * logits.size(1);
+  return tp::vocab_parallel_cross_entropy(reshape(logits, {rows, logits.size(2)}), reshape(targets, {rows}), *tp.comm,
+                                          -100, model_.config().vocab_size);
 }
 
 Tensor GptChunks::forward(int chunk, int micro_batch, const Tensor& input, bool training) {
@@ -82,7 +109,7 @@ Tensor GptChunks::forward(int chunk, int micro_batch, const Tensor& input, bool 
     }
   }
   if (!p.last) return x;
-  return model_.loss_from_hidden(source_, model_.final_norm(source_, x), targets_[static_cast<size_t>(micro_batch)]);
+  return loss(x, targets_[static_cast<size_t>(micro_batch)]);
 }
 
 // ---- PipelineStep ------------------------------------------------------------------------------
@@ -90,12 +117,16 @@ Tensor GptChunks::forward(int chunk, int micro_batch, const Tensor& input, bool 
 PipelineStep::PipelineStep(Gpt& model, zero::ZeroEngine& engine, const pipeline::StagePlan& plan,
                            comm::Communicator& pp, const PipelineStepOptions& options)
     : options_(options),
-      source_(engine, plan, pp, {model.config().padded_vocab, model.config().d_model}, model.config().compute_dtype,
-              pp.device()),
+      source_(engine, plan, pp, head_shape(model), model.config().compute_dtype, pp.device()),
       chunks_(model, plan, source_, options.micro_batch_size, options.activation_checkpointing),
       executor_(pipeline::make_schedule({options.schedule, plan.pp(), options.micro_batches, plan.num_chunks(), {}}),
                 pp, plan, chunks_, source_, engine) {
-  engine.set_grad_norm_groups({&pp}, 0);
+  // Note [Global gradient norm]: every stage's parameters, and under tensor parallelism every tp
+  // rank's shards (replicated ones counted on tp rank 0).
+  const tp::TpGroup& tp = model.tensor_parallel();
+  std::vector<comm::Communicator*> norm_groups{&pp};
+  if (tp.active()) norm_groups.push_back(tp.comm);
+  engine.set_grad_norm_groups(std::move(norm_groups), tp.rank());
   source_.sync_head();
 }
 
@@ -131,8 +162,6 @@ PipelineTraining::PipelineTraining(const TrainConfig& cfg, comm::Communicator& w
   ZT_CHECK(cfg.parallel().zero_stage() <= 2, "train", "parallel.zero_stage 3 with parallel.pp (", cfg.parallel().pp(),
            ") > 1 is not supported: ZeRO-3 gathers each unit around one backward of the whole model; use "
            "parallel.zero_stage 0, 1 or 2 with pipeline parallelism");
-  ZT_CHECK(cfg.parallel().tp() == 1, "train", "parallel.tp (", cfg.parallel().tp(),
-           ") > 1 together with parallel.pp > 1 is not supported yet; use one of them");
 }
 
 PipelineTraining::~PipelineTraining() = default;

@@ -2,10 +2,12 @@
 // pipelined training step over them (PipelineStep), and what `zerotrain train` needs to run
 // pp > 1 (PipelineTraining: the dp x pp mesh, the stage plan from the config, data, tracing).
 //
-// A rank builds Gpt(config, device, seed, plan.owned_units()) — only its chunks' units —, hands
-// the parameters to a ZeroEngine on its data-parallel group, then PipelineStep wires the engine,
-// the tied embedding's head copy (Note [Pipeline tied embedding] in parallel/pipeline/stage.h) and
-// the executor (parallel/pipeline/executor.h) together. With pp = 1 nothing of this is used.
+// A rank builds Gpt(config, device, seed, plan.owned_units(), tp) — only its chunks' units, as
+// this rank's tensor-parallel shards when tp > 1 —, hands the parameters to a ZeroEngine on its
+// data-parallel group, then PipelineStep wires the engine, the tied embedding's head copy (Note
+// [Pipeline tied embedding] in parallel/pipeline/stage.h) and the executor
+// (parallel/pipeline/executor.h) together. With pp = 1 nothing of this is used. Tensor parallelism
+// comes with the model (Gpt::tensor_parallel()): Note [Pipeline with tensor parallelism].
 #pragma once
 
 #include <memory>
@@ -37,6 +39,8 @@ class GptChunks final : public pipeline::ChunkModel {
   DType activation_dtype() const override { return model_.config().compute_dtype; }
 
  private:
+  Tensor loss(const Tensor& hidden, const Tensor& targets);  // the last stage: final norm, head, loss
+
   Gpt& model_;
   const pipeline::StagePlan& plan_;
   ParameterSource& source_;
@@ -55,8 +59,9 @@ struct PipelineStepOptions {
 };
 
 // One pipeline rank's training step over a stage model. The engine must hold `model`'s parameters
-// and reduce over the rank's data-parallel group; the constructor adds `pp` to its gradient-norm
-// groups and makes the head copy equal to the embedding (collective over `pp`).
+// and reduce over the rank's data-parallel group; the constructor sets its gradient-norm groups to
+// `pp` and the model's tp group, and makes the head copy equal to the embedding (collective over
+// `pp`). `pp` must join the ranks of one tp coordinate (Mesh::pp() does).
 class PipelineStep {
  public:
   PipelineStep(Gpt& model, zero::ZeroEngine& engine, const pipeline::StagePlan& plan, comm::Communicator& pp,
@@ -89,8 +94,9 @@ pipeline::StagePlan stage_plan_for(const TrainConfig& cfg, int pp_rank);
 // What `zerotrain train` does differently with parallel.pp > 1. Collective over `world`.
 class PipelineTraining {
  public:
-  // Builds the dp x pp mesh and this rank's stage plan. Throws "[train] ..." for what is not
-  // supported with pp > 1 (ZeRO-3, tensor parallelism).
+  // Builds the dp x tp x pp mesh and this rank's stage plan. Throws "[train] ..." for what is not
+  // supported with pp > 1 (ZeRO-3). With tp > 1 the model comes from TensorParallelTraining
+  // (launch/model_parallel.h), built with owned_units().
   PipelineTraining(const TrainConfig& cfg, comm::Communicator& world);
   ~PipelineTraining();
 
@@ -113,7 +119,8 @@ class PipelineTraining {
   // and runs one optimizer step. Records the first steps' instructions for parallel.trace.
   Outcome step(data::DataLoader& loader, int64_t step, double lr, double max_grad_norm, double loss_scale);
   double evaluate(data::DataLoader& loader, int64_t micro_batches);
-  // The whole model's parameter count (every stage's, the head copy not counted twice).
+  // The parameter count of every stage's model (the head copy not counted twice); under tensor
+  // parallelism this tp rank's shards only (TensorParallelTraining::num_parameters is the whole).
   int64_t num_parameters(const Gpt& model) const;
   // Writes the trace if parallel.trace is set and it was not written yet.
   void finish();

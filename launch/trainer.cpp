@@ -155,8 +155,9 @@ TrainOutcome Run::execute() {
   GptConfig mc = GptConfig::from_dims(dims, cdt, cfg_.model().dropout());
   if (cfg_.parallel().pp() > 1) pipeline_ = std::make_unique<PipelineTraining>(cfg_, world_);
   if (cfg_.parallel().tp() > 1) tensor_parallel_ = std::make_unique<TensorParallelTraining>(cfg_, world_);
-  if (tensor_parallel_) {
-    model_ = tensor_parallel_->make_model(mc, device_, tc.seed(), cfg_.model().init_from());
+  if (tensor_parallel_) {  // with pp > 1 too: this stage's units as tp shards
+    model_ = tensor_parallel_->make_model(mc, device_, tc.seed(), cfg_.model().init_from(),
+                                          pipeline_ ? pipeline_->owned_units() : std::vector<bool>{});
   } else {
     model_ = std::make_unique<Gpt>(mc, device_, tc.seed(), pipeline_ ? pipeline_->owned_units() : std::vector<bool>{});
     if (!cfg_.model().init_from().empty()) load_hf_gpt2(*model_, cfg_.model().init_from());
@@ -178,9 +179,12 @@ TrainOutcome Run::execute() {
   engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(),
                                                pipeline_ ? pipeline_->dp() : tensor_parallel_ ? tensor_parallel_->dp() : world_,
                                                ac, zc);
-  if (tensor_parallel_) tensor_parallel_->attach(*engine_);
   checkpointing_ = activation_checkpointing(cfg_) != ActivationCheckpointing::none;
-  if (pipeline_) pipeline_->attach(*model_, *engine_, checkpointing_);
+  if (pipeline_) {
+    pipeline_->attach(*model_, *engine_, checkpointing_);  // norm groups: pp, and tp when the model has it
+  } else if (tensor_parallel_) {
+    tensor_parallel_->attach(*engine_);
+  }
 
   LossScalerConfig lsc;
   lsc.enabled = precision_kind == Precision::fp16;
@@ -248,9 +252,9 @@ TrainOutcome Run::execute() {
              "), and checkpoints are never overwritten; use checkpoint.resume=auto to continue that run, or remove "
              "the later checkpoints or choose another checkpoint.dir");
   }
-  const int64_t n_params = pipeline_          ? pipeline_->num_parameters(*model_)
-                           : tensor_parallel_ ? tensor_parallel_->num_parameters(mc)
-                                              : model_->num_parameters();
+  const int64_t n_params = tensor_parallel_ ? tensor_parallel_->num_parameters(mc)
+                           : pipeline_      ? pipeline_->num_parameters(*model_)
+                                            : model_->num_parameters();
   const double tokens_per_step = static_cast<double>(B * T * accum * dp);
   const double flops = flops_per_token(n_params, mc.n_layer, T, mc.d_model);
   const std::optional<double> peak = peak_flops(device_);
@@ -289,7 +293,7 @@ TrainOutcome Run::execute() {
     const std::string dir = tensor_parallel_ ? tensor_parallel_->checkpoint_dir(cc.dir()) : cc.dir();
     std::filesystem::create_directories(dir);
     std::string path = save_checkpoint(dir, state, *engine_, mc, config_to_text(cfg_),
-                                       tensor_parallel_ ? tensor_parallel_->dp() : world_, cc.keep_last(),
+                                       tensor_parallel_ ? tensor_parallel_->checkpoint_group() : world_, cc.keep_last(),
                                        pipeline_ ? pipeline_->checkpoint_placement() : CheckpointPlacement{});
     say("checkpoint saved: " + path);
     return path;

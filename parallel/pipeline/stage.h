@@ -22,6 +22,17 @@
 // every schedule, the last-stage rank sends after its whole list), so appending them to the
 // schedule's global message order keeps every rank issuing in one order: no deadlock with
 // rendezvous (NCCL) sends either.
+//
+// Note [Pipeline with tensor parallelism]
+// With tp > 1 as well (world = dp x tp x pp, Note [mesh layout] in parallel/mesh.h) each rank's
+// chunks are its tp shards of its stage's units, and its pipeline group joins the ranks of the same
+// tp (and dp) coordinate: every message above goes from a tp rank to the same tp rank of another
+// stage. What travels is the tp-local tensor: without sequence parallelism every tp rank holds the
+// whole [B, T, C] activation (each sends its copy; equal copies, as the Megatron pipeline does), with
+// it each sends its [B, T/tp, C] sequence shard. The head copy is the tp rank's vocabulary shard of
+// the embedding ([Vp/tp, C]), so the tied-embedding exchange is per tp rank, and the clipping norm
+// sums over tp and pp (PipelineStep in launch/pipeline_step.h sets the engine's norm groups). This
+// file needs no tp-specific code: shapes come from the caller, peers from the pipeline group.
 #pragma once
 
 #include <memory>

@@ -3,6 +3,8 @@
 // the backward, for short and long sequences, partial tiles, both head dims, causal and not.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -29,9 +31,9 @@ struct Case {
 };
 
 std::string case_name(const Case& c) {
-  return "B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " T" + std::to_string(c.T) + " D" +
-         std::to_string(c.D) + (c.causal ? " causal " : " full ") + dtype_name(c.dtype) + " x" +
-         std::to_string(c.input_scale);
+  // fmt rather than chained string +: g++ 12 reports a false -Wrestrict on "literal" + std::string.
+  return fmt::format("B{} H{} T{} D{} {} {} x{}", c.B, c.H, c.T, c.D, c.causal ? "causal" : "full",
+                     dtype_name(c.dtype), c.input_scale);
 }
 
 double round_to(DType dtype, double x) {

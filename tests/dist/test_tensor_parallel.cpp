@@ -496,16 +496,7 @@ TEST_F(TensorParallel, TrainerModelFromHuggingFaceWeightsIsTheWholeModelSharded)
   }
   EXPECT_EQ(tpt.num_parameters(mc), gpt2_parameter_count(GptDims{mc.n_layer, mc.n_head, mc.d_model, mc.vocab_size,
                                                                    mc.padded_vocab, mc.seq_len}));
-  // pp > 1 with tp is refused by name.
-  TrainConfig bad = cfg;
-  bad.mutable_parallel()->set_pp(2);
-  try {
-    TensorParallelTraining refused(bad, *world);
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("with parallel.pp (2) > 1 is not supported yet"), std::string::npos)
-        << e.what();
-  }
+  // tp together with pp > 1: tests/dist/test_tp_pp.cpp.
   world->barrier()->wait();
 }
 
