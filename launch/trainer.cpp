@@ -176,6 +176,7 @@ TrainOutcome Run::execute() {
   zc.compute_dtype = cdt;
   zc.bucket_mb = cfg_.parallel().bucket_mb();
   zc.offload_optimizer = cfg_.parallel().offload_optimizer();
+  zc.offload_params = cfg_.parallel().offload_params();
   engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(),
                                                pipeline_ ? pipeline_->dp() : tensor_parallel_ ? tensor_parallel_->dp() : world_,
                                                ac, zc);
