@@ -7,13 +7,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build-gpu}; preset=${2:-124M}; batch=${3:-16}; gpus=${4:-2}; steps=${STEPS:-20}
 out=${BENCH_DIR:-/tmp/zt-bench}/multi-$preset; rm -rf "$out"; mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0
-case $preset in
-  124M) dims="--layers 12 --heads 12 --dim 768";;
-  350M) dims="--layers 24 --heads 16 --dim 1024";;
-  774M) dims="--layers 36 --heads 20 --dim 1280";;
-  1.5B) dims="--layers 48 --heads 25 --dim 1600";;
-  *) echo "unknown preset $preset"; exit 2;;
-esac
+source bench/lib.sh
+dims=$(preset_dims "$preset") || exit 2
 python3 bench/peers/synth_tokens.py "$out/synth.bin" 40000000 >/dev/null
 run_zt() {  # name ranks stage
   local name=$1 ranks=$2 stage=$3

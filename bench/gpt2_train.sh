@@ -6,13 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}; preset=${2:-124M}; batch=${3:-16}; steps=${STEPS:-30}
 out=${BENCH_DIR:-/tmp/zt-bench}/train-$preset; mkdir -p "$out"
-case $preset in
-  124M) dims="--layers 12 --heads 12 --dim 768";;
-  350M) dims="--layers 24 --heads 16 --dim 1024";;
-  774M) dims="--layers 36 --heads 20 --dim 1280";;
-  1.5B) dims="--layers 48 --heads 25 --dim 1600";;
-  *) echo "unknown preset $preset"; exit 2;;
-esac
+source bench/lib.sh
+dims=$(preset_dims "$preset") || exit 2
 python3 bench/peers/synth_tokens.py "$out/synth.bin" 20000000 >/dev/null
 rm -rf "$out/ckpt" "$out/metrics.jsonl"
 "$build/bin/zerotrain" train examples/gpt2_124m.pbtxt --set model.preset="$preset" --set train.device=cuda \

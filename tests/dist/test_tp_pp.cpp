@@ -18,6 +18,7 @@
 #include "launch/trainer.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
+#include "global_batch_reference.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/pipeline/partition.h"
 
@@ -28,65 +29,13 @@ constexpr int64_t kB = 2, kT = 16, kSteps = 3;
 constexpr int kMicroBatches = 4, kTp = 2, kPp = 2;
 constexpr double kLr = 3e-3, kClip = 0.4;
 
-GptConfig tiny_config(double dropout) {
-  GptConfig c;
-  c.n_layer = 4;
-  c.n_head = 2;
-  c.d_model = 24;
-  c.vocab_size = 70;
-  c.padded_vocab = pad_vocab(70);
-  c.seq_len = kT;
-  c.dropout = dropout;
-  return c;
-}
-
-AdamWConfig adamw_config() {  // eps above the rounding noise of zero-in-exact-arithmetic gradients
-  AdamWConfig a;
-  a.eps = 1e-5;
-  a.beta2 = 0.95;
-  a.weight_decay = 0.1;
-  return a;
-}
-
-// Tokens of micro-batch m of step s: [dp * kB, kT + 1]; replica d's rows are [d * kB, (d + 1) * kB).
-Tensor global_tokens(int64_t step, int64_t micro, int dp) {
-  return randint({dp * kB, kT + 1}, 70, 900 + static_cast<uint64_t>(step * 16 + micro), 0, DType::i64);
-}
-
-struct Reference {
-  std::vector<double> losses, grad_norms;
-  std::map<std::string, Tensor> params;
-};
-
-// One process, whole global batch, the same dropout streams (StepRng{seed, step, micro-batch}).
-Reference reference_run(int dp, double dropout) {
-  Gpt model(tiny_config(dropout), Device::cpu(), 7);
-  auto src = model.local_source();
-  AdamW opt(adamw_config());
-  for (Parameter& p : model.parameters()) opt.add_param(p.tensor, p.decay, p.name);
-  Reference ref;
-  for (int64_t s = 0; s < kSteps; ++s) {
-    for (Parameter& p : model.parameters()) p.tensor.zero_grad();
-    double loss_sum = 0;
-    for (int64_t m = 0; m < kMicroBatches; ++m) {
-      Tensor tok = global_tokens(s, m, dp);
-      StepRng rng{11, static_cast<uint64_t>(s), static_cast<uint64_t>(m)};
-      Tensor loss = model.forward_loss(*src, narrow(tok, 1, 0, kT), narrow(tok, 1, 1, kT), rng, true);
-      backward(mul_scalar(loss, 1.0 / kMicroBatches));
-      loss_sum += loss.item();
-    }
-    std::vector<Tensor> grads;
-    for (Parameter& p : model.parameters()) grads.push_back(p.tensor.grad());
-    const double norm = std::sqrt(grad_norm_squared(grads));
-    opt.step(grads, kLr, clip_scale(norm, kClip));
-    ref.losses.push_back(loss_sum / kMicroBatches);
-    ref.grad_norms.push_back(norm);
-  }
-  for (Parameter& p : model.parameters()) ref.params[p.name] = clone(p.tensor.detach());
-  return ref;
-}
-
-double relative_error(const Tensor& got, const Tensor& want) { return norm(sub(got, want)) / norm(want); }
+const reference::Setup kSetup{kB, kT, kSteps, kMicroBatches, kLr, kClip, 900};
+GptConfig tiny_config(double dropout) { return reference::tiny_config(kSetup, dropout); }
+using reference::adamw_config;
+using reference::relative_error;
+using Reference = reference::Result;
+Tensor global_tokens(int64_t step, int64_t micro, int dp) { return reference::global_tokens(kSetup, step, micro, dp); }
+Reference reference_run(int dp, double dropout) { return reference::run(kSetup, dp, dropout); }
 
 struct Case {
   int dp, zero_stage;
