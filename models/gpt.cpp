@@ -1,5 +1,7 @@
 #include "models/gpt.h"
 
+#include "models/checkpointing.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -218,15 +220,22 @@ Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRn
   Tensor h = layernorm(x, p[kLn1W], p[kLn1B]);
   Tensor qkv = tp::column_parallel_linear(h, p[kAttnW], p[kAttnB], tp_);  // [B, T, 3C]: this rank's [q; k; v]
   const int64_t T = qkv.size(1);  // the whole sequence, also under sequence parallelism
-  std::vector<Tensor> parts = split(qkv, C, -1);
-  auto heads = [&](const Tensor& t) { return permute(reshape(t, {B, T, H, D}), {0, 2, 1, 3}); };
-  Tensor a = scaled_dot_product_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), /*causal=*/true);
-  a = reshape(permute(a, {0, 2, 1, 3}), {B, T, C});
+  Tensor a;
+  if (selective_recompute_) {
+    a = attention_core(qkv, H, /*recompute=*/true);
+  } else {
+    std::vector<Tensor> parts = split(qkv, C, -1);
+    auto heads = [&](const Tensor& t) { return permute(reshape(t, {B, T, H, D}), {0, 2, 1, 3}); };
+    a = scaled_dot_product_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), /*causal=*/true);
+    a = reshape(permute(a, {0, 2, 1, 3}), {B, T, C});
+  }
   a = tp::row_parallel_linear(a, p[kProjW], p[kProjB], tp_);
   if (drop) a = residual_dropout(a, rng.site_seed(unit, 0));
   Tensor x1 = add(x, a);
 
-  Tensor m = gelu(tp::column_parallel_linear(layernorm(x1, p[kLn2W], p[kLn2B]), p[kFcW], p[kFcB], tp_));
+  Tensor h2 = layernorm(x1, p[kLn2W], p[kLn2B]);
+  Tensor m = selective_recompute_ ? gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true)
+                                  : gelu(tp::column_parallel_linear(h2, p[kFcW], p[kFcB], tp_));
   m = tp::row_parallel_linear(m, p[kFcProjW], p[kFcProjB], tp_);
   if (drop) m = residual_dropout(m, rng.site_seed(unit, 1));
   src.release(unit);
@@ -270,18 +279,12 @@ Tensor Gpt::forward_logits(ParameterSource& src, const Tensor& ids) {
 }
 
 Tensor Gpt::forward_loss(ParameterSource& src, const Tensor& ids, const Tensor& targets, const StepRng& rng,
-                         bool training, bool activation_checkpointing) {
+                         bool training, int checkpoint_every_k_blocks) {
   Tensor x = embed(src, ids, rng, training);
-  for (int l = 0; l < config_.n_layer; ++l) {
-    if (activation_checkpointing && training) {
-      auto fn = [this, &src, l, rng](const std::vector<Tensor>& in) {
-        return std::vector<Tensor>{block(src, l, in[0], rng, true)};
-      };
-      x = checkpoint(fn, {x})[0];
-    } else {
-      x = block(src, l, x, rng, training);
-    }
-  }
+  CheckpointPolicy policy;
+  if (checkpoint_every_k_blocks > 0) policy = {Recompute::full, checkpoint_every_k_blocks};
+  x = run_blocks(0, static_cast<int>(config_.n_layer), x,
+                 [&](int l, const Tensor& h) { return block(src, l, h, rng, training); }, policy, training);
   return loss_from_hidden(src, final_norm(src, x), targets);
 }
 

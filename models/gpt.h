@@ -110,13 +110,18 @@ class Gpt {
   // Mean cross-entropy of the next-token targets [B,T] (i32/i64; -100 ignored) over the true vocabulary.
   Tensor loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets);
 
-  // Whole model, one process. activation_checkpointing recomputes each block in backward.
+  // Whole model, one process. checkpoint_every_k_blocks > 0 recomputes segments of that many blocks
+  // in backward (full checkpointing, Note [Checkpointing modes] in models/checkpointing.h).
   Tensor forward_logits(ParameterSource& src, const Tensor& ids);
   Tensor forward_loss(ParameterSource& src, const Tensor& ids, const Tensor& targets, const StepRng& rng,
-                      bool training, bool activation_checkpointing = false);
+                      bool training, int checkpoint_every_k_blocks = 0);
 
   // Autoregressive sampling (top-k, temperature) for progress output; no gradients. Under ZeRO-3
   // every rank must call it (the source gathers parameters); the draws are the same on every rank.
+  // Selective recomputation (Note [Checkpointing modes]): the attention core and the MLP's
+  // gelu(linear) keep only their inputs and are re-run in backward.
+  void set_selective_recompute(bool on) { selective_recompute_ = on; }
+
   std::vector<int32_t> generate(ParameterSource& src, const std::vector<int32_t>& prompt, int64_t new_tokens, double temperature,
                                 int64_t top_k, uint64_t seed);
 
@@ -131,6 +136,7 @@ class Gpt {
   Device device_;
   std::vector<Parameter> params_;
   std::vector<bool> owned_units_;
+  bool selective_recompute_ = false;
 };
 
 }  // namespace zt
