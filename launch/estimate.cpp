@@ -191,7 +191,8 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
   if (s == in.pp - 1) {
     const int64_t head = e * B * T_whole * C + 8 * B * T_whole      // final layernorm input and statistics
                          + e * B * T * C                              // head input, gathered over sequence parallel
-                         + (e + 4) * B * T * d.padded_vocab / in.tp   // logits and their f32 softmax
+                         + 2 * e * B * T * d.padded_vocab / in.tp     // logits, then their gradient (the
+                                                                      // fused cross-entropy keeps no f32 softmax)
                          + 4 * B * T;                                 // targets
     bytes += io_held * head;
   }
