@@ -80,8 +80,9 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 // Full recomputation keeps each segment's input (e BTC, a segment being checkpoint_every_k_blocks
 // blocks) and, while backward re-runs one segment, that segment's blocks in full.
 // Outside the blocks: token ids (int32) and the embedding dropout mask on the first stage; on the
-// last, the final layernorm's input, output and statistics, the logits in e bytes and their f32
-// softmax (vocab-parallel, so / t), and the targets.
+// last, the final layernorm's input, output and statistics, the logits in e bytes and then their
+// gradient in e bytes (the fused cross-entropy keeps only the log-sum-exp besides; vocab-parallel,
+// so / t), and the targets.
 // Micro-batches in flight on pipeline stage s of p with m micro-batches: 1 without pipelining,
 // m for GPipe, min(m, p - s) for 1F1B; interleaved 1F1B with v chunks keeps min(m v, p v + p - 2s - 1)
 // chunk passes (Megatron's warm-up depth plus one).
