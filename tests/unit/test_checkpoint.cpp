@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "process_test_util.h"
 #include "core/error.h"
 #include "launch/checkpoint.h"
 #include "parallel/comm/mpi_communicator.h"
@@ -23,30 +24,10 @@ namespace zt {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::MpiEnvironment;
+using testing::error_of;
+using testing::bits;
 
-// MPI for the whole binary, as a singleton world of one (no mpirun needed).
-class MpiEnvironment final : public ::testing::Environment {
- public:
-  void SetUp() override {
-    // Tiny models: threads would only contend for shared CI cores, and libgomp's spinning makes
-    // that many times slower on a busy machine (as ctest runs dist tests, OMP_NUM_THREADS=1).
-    omp_set_num_threads(1);
-    session_ = std::make_unique<comm::MpiSession>();
-    world_ = comm::MpiCommunicator::world();
-  }
-  void TearDown() override {
-    world_.reset();
-    session_.reset();
-  }
-  static comm::Communicator& world() { return *instance->world_; }
-  static MpiEnvironment* instance;
-
- private:
-  std::unique_ptr<comm::MpiSession> session_;
-  std::unique_ptr<comm::Communicator> world_;
-};
-MpiEnvironment* MpiEnvironment::instance =
-    static_cast<MpiEnvironment*>(::testing::AddGlobalTestEnvironment(new MpiEnvironment));
 
 GptConfig tiny_model(int64_t n_layer = 2, DType compute = DType::f32) {
   GptConfig c;
@@ -105,23 +86,7 @@ std::string save(const std::string& dir, Trained& t, int64_t step, int keep_last
                          keep_last);
 }
 
-std::vector<uint32_t> bits(const Tensor& t) {
-  std::vector<uint32_t> out;
-  for (float v : to(t, DType::f32).to_vector<float>()) out.push_back(std::bit_cast<uint32_t>(v));
-  return out;
-}
 
-// The message of the zt::Error that fn throws (fails the test if it throws nothing).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no zt::Error thrown";
-  return "";
-}
 
 class Checkpoint : public ::testing::Test {
  protected:

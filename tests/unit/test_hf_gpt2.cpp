@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "process_test_util.h"
 #include "core/error.h"
 #include "models/hf_gpt2.h"
 #include "models/safetensors.h"
@@ -26,6 +27,8 @@ namespace zt {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
+using testing::bits;
 
 constexpr int64_t kLayers = 2, kHeads = 2, kC = 16, kVocab = 50, kT = 8;
 
@@ -55,22 +58,7 @@ Gpt random_model(uint64_t seed, int64_t n_layer = kLayers) {
   return m;
 }
 
-std::vector<uint32_t> bits(const Tensor& t) {
-  std::vector<uint32_t> out;
-  for (float v : t.to_vector<float>()) out.push_back(std::bit_cast<uint32_t>(v));
-  return out;
-}
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no zt::Error thrown";
-  return "";
-}
 
 class HfGpt2 : public ::testing::Test {
  protected:

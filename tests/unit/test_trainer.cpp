@@ -17,6 +17,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "process_test_util.h"
 #include "core/error.h"
 #include "launch/checkpoint.h"
 #include "launch/config.h"
@@ -32,40 +33,10 @@ namespace zt {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::MpiEnvironment;
+using testing::error_of;
 
-class MpiEnvironment final : public ::testing::Environment {
- public:
-  void SetUp() override {
-    // Tiny models: threads would only contend for shared CI cores, and libgomp's spinning makes
-    // that many times slower on a busy machine (as ctest runs dist tests, OMP_NUM_THREADS=1).
-    omp_set_num_threads(1);
-    session_ = std::make_unique<comm::MpiSession>();
-    world_ = comm::MpiCommunicator::world();
-  }
-  void TearDown() override {
-    world_.reset();
-    session_.reset();
-  }
-  static comm::Communicator& world() { return *instance->world_; }
-  static MpiEnvironment* instance;
 
- private:
-  std::unique_ptr<comm::MpiSession> session_;
-  std::unique_ptr<comm::Communicator> world_;
-};
-MpiEnvironment* MpiEnvironment::instance =
-    static_cast<MpiEnvironment*>(::testing::AddGlobalTestEnvironment(new MpiEnvironment));
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no zt::Error thrown";
-  return "";
-}
 
 class Trainer : public ::testing::Test {
  protected:
