@@ -48,6 +48,20 @@ inline Tensor global_tokens(const Setup& s, int64_t step, int64_t micro, int dp)
                  DType::i64);
 }
 
+// Data-parallel replica `replica`'s inputs and targets for every micro-batch of a step.
+struct MicroBatches {
+  std::vector<Tensor> inputs, targets;
+};
+inline MicroBatches replica_micro_batches(const Setup& s, int64_t step, int dp, int replica) {
+  MicroBatches out;
+  for (int m = 0; m < s.micro_batches; ++m) {
+    Tensor tok = narrow(global_tokens(s, step, m, dp), 0, replica * s.batch, s.batch);
+    out.inputs.push_back(contiguous(narrow(tok, 1, 0, s.seq_len)));
+    out.targets.push_back(contiguous(narrow(tok, 1, 1, s.seq_len)));
+  }
+  return out;
+}
+
 struct Result {
   std::vector<double> losses, grad_norms;
   std::map<std::string, Tensor> params;

@@ -34,7 +34,6 @@ GptConfig tiny_config(double dropout) { return reference::tiny_config(kSetup, dr
 using reference::adamw_config;
 using reference::relative_error;
 using Reference = reference::Result;
-Tensor global_tokens(int64_t step, int64_t micro, int dp) { return reference::global_tokens(kSetup, step, micro, dp); }
 Reference reference_run(int dp, double dropout) { return reference::run(kSetup, dp, dropout); }
 
 struct Case {
@@ -67,16 +66,11 @@ struct TpPpRank {
   }
 
   pipeline::StepReport run_step(int64_t s, int dp) {
-    std::vector<Tensor> inputs, targets;
-    for (int m = 0; m < kMicroBatches; ++m) {
-      Tensor tok = narrow(global_tokens(s, m, dp), 0, mesh.coord().dp * kB, kB);
-      inputs.push_back(contiguous(narrow(tok, 1, 0, kT)));
-      targets.push_back(contiguous(narrow(tok, 1, 1, kT)));
-    }
+    reference::MicroBatches batches = reference::replica_micro_batches(kSetup, s, dp, mesh.coord().dp);
     pipeline::StepArgs args;
     args.lr = kLr;
     args.max_grad_norm = kClip;
-    return step->train_step(s, std::move(inputs), std::move(targets), args);
+    return step->train_step(s, std::move(batches.inputs), std::move(batches.targets), args);
   }
 
   Mesh mesh;
