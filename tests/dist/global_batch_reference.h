@@ -3,6 +3,9 @@
 // and gradient norm and the final parameters.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <map>
 #include <string>
@@ -11,6 +14,7 @@
 #include "models/gpt.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
+#include "parallel/comm/communicator.h"
 
 namespace zt::reference {
 
@@ -93,6 +97,15 @@ inline Result run(const Setup& s, int dp, double dropout) {
   }
   for (Parameter& p : model.parameters()) ref.params[p.name] = clone(p.tensor.detach());
   return ref;
+}
+
+// A per-run temporary path, the same on every rank (rank 0's process id), so that concurrent runs
+// of this binary do not share files.
+inline std::string shared_temp_path(comm::Communicator& world, const std::string& stem) {
+  Tensor pid = full({1}, world.rank() == 0 ? static_cast<double>(getpid()) : 0.0, DType::i64, Device::cpu());
+  world.all_reduce(pid, comm::ReduceOp::max)->wait();
+  return ::testing::TempDir() + stem + "_" + std::to_string(static_cast<int64_t>(pid.item())) + "_np" +
+         std::to_string(world.size());
 }
 
 inline double relative_error(const Tensor& got, const Tensor& want) { return norm(sub(got, want)) / norm(want); }

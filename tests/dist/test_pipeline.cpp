@@ -150,7 +150,7 @@ TEST(PipelineTrace, IsValidJsonWithEveryRanksInstructions) {
   EXPECT_GT(t.backward, 0);
   EXPECT_GE(t.idle(), -1e-6);
   EXPECT_LE(t.forward + t.backward + t.optimizer, t.total + 1e-6);
-  const std::string path = ::testing::TempDir() + fmt::format("zt_pipeline_trace_np{}.json", n);
+  const std::string path = reference::shared_temp_path(*world, "zt_pipeline_trace") + ".json";
   pipeline::write_pipeline_trace(path, rep.events,
                                  {r.mesh.coord().dp, r.mesh.coord().pp, c.pp, c.virtual_chunks}, *world);
   // What each rank's list makes: forwards and backwards, the optimizer, every send and receive (and
@@ -272,7 +272,7 @@ TrainOutcome train_alone(comm::Communicator& world, const TrainConfig& cfg) {
 TEST(PipelineTrain, EqualsOneProcessAndResumesAcrossLayouts) {
   auto world = comm::MpiCommunicator::world();
   const int n = world->size(), pp = 2, dp = n / 2;
-  const std::string root = ::testing::TempDir() + fmt::format("zt_pipeline_train_np{}", n);
+  const std::string root = reference::shared_temp_path(*world, "zt_pipeline_train");
   if (world->rank() == 0) std::filesystem::remove_all(root);
   world->barrier()->wait();
   const std::string piped = root + "/piped", alone = root + fmt::format("/alone{}", world->rank());

@@ -165,7 +165,7 @@ parallel {{ dp: {} tp: {} pp: {} sequence_parallel: {} zero_stage: 1 pipeline_sc
 TEST(TpPpTrain, EqualsOneProcessAndResumesWithTheSameTp) {
   auto world = comm::MpiCommunicator::world();
   const int n = world->size(), dp = n / (kTp * kPp);
-  const std::string root = ::testing::TempDir() + fmt::format("zt_tp_pp_train_np{}", n);
+  const std::string root = reference::shared_temp_path(*world, "zt_tp_pp_train");
   if (world->rank() == 0) std::filesystem::remove_all(root);
   world->barrier()->wait();
   const std::string mesh_dir = root + "/mesh";
