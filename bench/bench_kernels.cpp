@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -163,6 +164,23 @@ int main(int argc, char** argv) {
       rows.push_back({"linear_fc_bias_gelu", dims({tokens, c, 4 * c}),
                       time_ms(opt, [&] { cuda::linear_forward(x, w, b, cuda::GemmEpilogue::bias_gelu); }),
                       2.0 * tokens * c * 4 * c, 0});
+    }
+
+    // Causal attention at GPT-2 124M's shape, [B, H, T, D] = [16, 12, 1024, 64]. FLOPs: forward
+    // 4 B H T^2 D / 2 (two products over half the matrix), backward 2.5 x forward.
+    {
+      const int64_t B = 16, H = 12, T = 1024, D = 64;
+      Tensor q = randn({B, H, T, D}, bf16, 15), k = randn({B, H, T, D}, bf16, 16), v = randn({B, H, T, D}, bf16, 17);
+      Tensor dout = randn({B, H, T, D}, bf16, 18);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+      const double fwd_flops = 2.0 * static_cast<double>(B * H * T * T * D);
+      const std::string shape = dims({B, H, T, D}) + " causal";
+      rows.push_back({"attention_fwd", shape, time_ms(opt, [&] { gpu().attention(q, k, v, true, scale); }), fwd_flops, 0});
+      rows.push_back({"attention_fwd_bwd", shape, time_ms(opt, [&] {
+                        AttentionResult r = gpu().attention(q, k, v, true, scale);
+                        gpu().attention_backward(dout, q, k, v, r.out, r.lse, true, scale);
+                      }),
+                      3.5 * fwd_flops, 0});
     }
 
     fmt::print("\n| kernel | shape | ms | TFLOP/s | GB/s |\n| --- | --- | ---: | ---: | ---: |\n");

@@ -12,13 +12,9 @@ dims=$(preset_dims "$preset") || exit 2
 python3 bench/peers/synth_tokens.py "$out/synth.bin" 40000000 >/dev/null
 run_zt() {  # name ranks stage
   local name=$1 ranks=$2 stage=$3
-  scripts/zt-mpirun -np "$ranks" "$build/bin/zerotrain" train examples/gpt2_124m.pbtxt --set model.preset="$preset" \
-    --set train.device=cuda --set train.micro_batch_size="$batch" --set train.grad_accumulation=1 \
-    --set train.steps="$steps" --set schedule.warmup_steps=2 --set precision.dtype=bf16 --set parallel.dp="$ranks" \
-    --set parallel.zero_stage="$stage" --set data.train="$out/synth.bin" --set data.tokenizer=byte --set data.val= \
-    --set data.val_every=0 --set logging.every=1 --set logging.sample_every=0 \
-    --set logging.metrics_jsonl="$out/$name.jsonl" --set checkpoint.dir="$out/ckpt-$name" --set checkpoint.every=0 \
-    --set checkpoint.save_at_end=false --set checkpoint.resume=none ${ZT_BENCH_SET:-} > "$out/$name.log" 2>&1 || echo "zerotrain $name failed: $(tail -2 "$out/$name.log")"
+  scripts/zt-mpirun -np "$ranks" "$build/bin/zerotrain" train examples/gpt2_124m.pbtxt \
+    $(zt_bench_args "$out" "$name" "$preset" "$batch" "$steps") --set parallel.dp="$ranks" \
+    --set parallel.zero_stage="$stage" ${ZT_BENCH_SET:-} > "$out/$name.log" 2>&1 || echo "zerotrain $name failed: $(tail -2 "$out/$name.log")"
 }
 for s in ${STAGES:-dp1 0 1 2 3}; do
   if [ "$s" = dp1 ]; then run_zt dp1 1 0; else run_zt "zero$s" "$gpus" "$s"; fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPT-2 training throughput on one GPU: zerotrain next to PyTorch eager and torch.compile in the same run.
 # Usage: bench/gpt2_train.sh [BUILD_DIR] [PRESET] [BATCH]   (defaults: build-gpu 124M 16)
+# Environment: STEPS (default 30), PEERS (default "eager compile"; empty for zerotrain alone),
+# ZT_BENCH_SET (more --set flags for zerotrain), BENCH_DIR.
 # Prints one table: tokens/s, TFLOP/s (6N + 12LTC per token), peak GPU memory, and ratios to the peers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,16 +11,12 @@ out=${BENCH_DIR:-/tmp/zt-bench}/train-$preset; mkdir -p "$out"
 source bench/lib.sh
 dims=$(preset_dims "$preset") || exit 2
 python3 bench/peers/synth_tokens.py "$out/synth.bin" 20000000 >/dev/null
-rm -rf "$out/ckpt" "$out/metrics.jsonl"
-"$build/bin/zerotrain" train examples/gpt2_124m.pbtxt --set model.preset="$preset" --set train.device=cuda \
-  --set train.micro_batch_size="$batch" --set train.grad_accumulation=1 --set train.steps="$steps" \
-  --set schedule.warmup_steps=2 --set precision.dtype=bf16 --set parallel.dp=1 --set parallel.zero_stage=0 \
-  --set data.train="$out/synth.bin" --set data.tokenizer=byte --set data.val= --set data.val_every=0 --set logging.every=1 \
-  --set logging.sample_every=0 --set logging.metrics_jsonl="$out/metrics.jsonl" --set checkpoint.dir="$out/ckpt" \
-  --set checkpoint.every=0 --set checkpoint.resume=none ${ZT_BENCH_SET:-} > "$out/zerotrain.log" 2>&1
+rm -rf "$out/ckpt-zerotrain" "$out/zerotrain.jsonl"
+"$build/bin/zerotrain" train examples/gpt2_124m.pbtxt $(zt_bench_args "$out" zerotrain "$preset" "$batch" "$steps") \
+  --set parallel.dp=1 --set parallel.zero_stage=0 ${ZT_BENCH_SET:-} > "$out/zerotrain.log" 2>&1
 zt_rc=$?
 tail -3 "$out/zerotrain.log"
-for mode in eager compile; do
+for mode in ${PEERS-eager compile}; do
   flag=""; [ $mode = compile ] && flag=--compile
   python3 bench/peers/torch_gpt2.py $dims --batch "$batch" --seq 1024 --steps 20 $flag --tag $mode > "$out/torch_$mode.log" 2>&1
 done
@@ -27,10 +25,13 @@ import json, sys, statistics, glob
 out, preset, batch, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = {}
 for mode in ("eager", "compile"):
-    for line in open(f"{out}/torch_{mode}.log"):
-        if line.startswith("RESULT"):
-            r = json.loads(line[7:]); rows[f"PyTorch {mode}"] = (r["tok_per_s"], r["tflops"], r["peak_mem_gib"])
-steps = [json.loads(l) for l in open(f"{out}/metrics.jsonl")] if rc == 0 else []
+    try:
+        for line in open(f"{out}/torch_{mode}.log"):
+            if line.startswith("RESULT"):
+                r = json.loads(line[7:]); rows[f"PyTorch {mode}"] = (r["tok_per_s"], r["tflops"], r["peak_mem_gib"])
+    except OSError:
+        pass
+steps = [json.loads(l) for l in open(f"{out}/zerotrain.jsonl")] if rc == 0 else []
 steps = [s for s in steps if "tokens_per_second" in s][5:]
 if steps:
     tps = statistics.median(s["tokens_per_second"] for s in steps)

@@ -89,6 +89,33 @@ def main():
         rows.append(("linear_fc_bias_gelu", f"{tokens}x{c}x{4 * c}",
                      t(lambda: F.gelu(F.linear(x, w, b), approximate="tanh")), 2.0 * tokens * c * 4 * c, 0))
 
+    # Causal attention at GPT-2 124M's shape: eager's default backend for it (flash attention), and
+    # cuDNN's, which eager can be told to use, for reference.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    bh, tt, d = (16, 12), 1024, 64
+    q, k, v, dout = (randn(*bh, tt, d).requires_grad_() for _ in range(4))
+    fwd_flops = 2.0 * 16 * 12 * tt * tt * d
+    for suffix, backends in (("", None), ("_cudnn", [SDPBackend.CUDNN_ATTENTION])):
+        def fwd():
+            with torch.no_grad():
+                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        def fwd_bwd():
+            q.grad = k.grad = v.grad = None
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
+
+        try:
+            if backends:
+                with sdpa_kernel(backends):
+                    f, fb = t(fwd), t(fwd_bwd)
+            else:
+                f, fb = t(fwd), t(fwd_bwd)
+        except RuntimeError as e:
+            print(f"attention{suffix}: {e}".splitlines()[0])
+            continue
+        rows.append((f"attention_fwd{suffix}", f"16x12x{tt}x{d} causal", f, fwd_flops, 0))
+        rows.append((f"attention_fwd_bwd{suffix}", f"16x12x{tt}x{d} causal", fb, 3.5 * fwd_flops, 0))
+
     print(f"# PyTorch {torch.__version__} eager on {torch.cuda.get_device_name(0)}")
     print("\n| kernel | shape | ms | TFLOP/s | GB/s |\n| --- | --- | ---: | ---: | ---: |")
     for name, shape, ms, flops, nbytes in rows:

@@ -104,8 +104,12 @@ TEST_P(Zero, MatchesOneProcessOnTheGlobalBatch) {
     std::vector<int> idx = model.unit_parameter_indices(u);
     for (size_t k = 0; k < idx.size(); ++k) {
       const Tensor& ref = want[static_cast<size_t>(idx[k])];
+      // f32 reassociation only: the sharded run sums each gradient over ranks in another order.
+      // Biases start at zero, so after kSteps their norm is a few lr and Adam's division by
+      // sqrt(v) amplifies last-bit differences of their tiny gradient components; 1e-6 was seen
+      // exceeded by 1% on one CPU model (OpenBLAS picks its kernels by CPU), hence 4e-6.
       const double err = norm(sub(got[k], ref)) / norm(ref);
-      EXPECT_LT(err, 1e-6) << "stage " << stage << " rank " << rank << " "
+      EXPECT_LT(err, 4e-6) << "stage " << stage << " rank " << rank << " "
                            << model.parameters()[static_cast<size_t>(idx[k])].name;
     }
     engine.release(u);
