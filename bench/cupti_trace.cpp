@@ -54,13 +54,14 @@ class Recorder {
   }
   void finish() {
     cuptiActivityFlushAll(1);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (records_.empty()) return;  // a helper process the program started (MPI's), not the program
     std::FILE* f = std::fopen(path_.c_str(), "w");
     if (f == nullptr) {
       std::fprintf(stderr, "[cupti_trace] cannot write %s\n", path_.c_str());
       return;
     }
     std::fprintf(f, "kind,name,start_ns,end_ns,bytes\n");
-    std::lock_guard<std::mutex> lock(mutex_);
     for (const Record& r : records_)
       std::fprintf(f, "%c,%s,%llu,%llu,%llu\n", r.kind, r.name.c_str(), static_cast<unsigned long long>(r.start),
                    static_cast<unsigned long long>(r.end), static_cast<unsigned long long>(r.bytes));
