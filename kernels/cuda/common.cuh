@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
+#include <utility>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -318,6 +320,44 @@ StridedIndexer<N, Index> make_indexer(const CoalescedLayout<N>& layout) {
     for (int k = 0; k < N; ++k) ix.strides[k][d] = static_cast<Index>(layout.strides[k][d]);
   }
   return ix;
+}
+
+// ---- vectorised access ---------------------------------------------------------------------------
+
+// V elements moved as one access (16 bytes for V = 16 / sizeof(T)): memory-bound kernels reach the
+// chip's bandwidth only with wide loads and stores, about three times what 2-byte accesses give
+// (measured on an H200: a bf16 add at 1.25 TB/s with scalar accesses).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// The widest V (elements, a power of two up to 16 bytes of the widest type) for which every
+// (pointer, element size) given is V-element aligned, so the kernel can use Pack<T, V>; 1 when
+// none fits. Null pointers (optional operands) do not count.
+inline int vector_width(std::initializer_list<std::pair<const void*, size_t>> operands) {
+  size_t widest = 1;
+  for (const auto& [p, size] : operands) widest = std::max(widest, size);
+  int v = static_cast<int>(16 / widest);
+  for (; v > 1; v /= 2) {
+    bool ok = true;
+    for (const auto& [p, size] : operands)
+      ok = ok && (p == nullptr || reinterpret_cast<uintptr_t>(p) % (size * static_cast<size_t>(v)) == 0);
+    if (ok) break;
+  }
+  return std::max(v, 1);
+}
+
+// Calls f.template operator()<V>() with V a compile-time constant equal to the runtime width.
+template <typename F>
+void dispatch_vector_width(int width, F&& f) {
+  switch (width) {
+    case 16: f.template operator()<16>(); break;
+    case 8: f.template operator()<8>(); break;
+    case 4: f.template operator()<4>(); break;
+    case 2: f.template operator()<2>(); break;
+    default: f.template operator()<1>(); break;
+  }
 }
 
 // ---- launch sizing -------------------------------------------------------------------------------

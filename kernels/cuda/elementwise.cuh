@@ -26,11 +26,20 @@ __device__ __forceinline__ A apply_binary(BinaryOp op, A a, A b) {
   return a;
 }
 
-template <typename T>
+// Vectors of V elements (Pack), then the last n % V elements one by one.
+template <typename T, int V>
 __global__ void binary_contiguous_kernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b,
                                          T* __restrict__ out, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    const Pack<T, V> pa = reinterpret_cast<const Pack<T, V>*>(a)[i], pb = reinterpret_cast<const Pack<T, V>*>(b)[i];
+    Pack<T, V> po;
+#pragma unroll
+    for (int j = 0; j < V; ++j) po.v[j] = from_acc<T>(apply_binary<acc_t<T>>(op, to_acc(pa.v[j]), to_acc(pb.v[j])));
+    reinterpret_cast<Pack<T, V>*>(out)[i] = po;
+  }
+  for (int64_t i = n / V * V + first; i < n; i += step)
     out[i] = from_acc<T>(apply_binary<acc_t<T>>(op, to_acc(a[i]), to_acc(b[i])));
 }
 
@@ -95,38 +104,76 @@ __device__ __forceinline__ A unary_derivative(UnaryOp op, A x, A y, A s) {
   return A(0);
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, acc_t<T> s, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    y[i] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(x[i]), s));
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    const Pack<T, V> px = reinterpret_cast<const Pack<T, V>*>(x)[i];
+    Pack<T, V> py;
+#pragma unroll
+    for (int j = 0; j < V; ++j) py.v[j] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(px.v[j]), s));
+    reinterpret_cast<Pack<T, V>*>(y)[i] = py;
+  }
+  for (int64_t i = n / V * V + first; i < n; i += step) y[i] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(x[i]), s));
+}
+
+template <typename G, typename X>
+__device__ __forceinline__ G unary_backward_element(UnaryOp op, G grad, const X* x, const X* y, int64_t i,
+                                                    acc_t<X> s) {
+  using A = acc_t<X>;
+  const A xv = x != nullptr ? to_acc(x[i]) : A(0);
+  const A yv = y != nullptr ? to_acc(y[i]) : apply_unary<A>(op, xv, s);
+  const A d = unary_derivative<A>(op, xv, yv, s);
+  return from_acc<G>(static_cast<acc_t<G>>(static_cast<A>(to_acc(grad)) * d));
 }
 
 // x or y may be null when the op's derivative does not need it; a missing y is recomputed from x.
-template <typename G, typename X>
+// The V-wide loop moves grad and dx as Packs; x and y are read element by element from the same
+// cache lines (the compiler merges them where aligned).
+template <typename G, typename X, int V>
 __global__ void unary_backward_kernel(UnaryOp op, const G* __restrict__ grad, const X* __restrict__ x,
                                       const X* __restrict__ y, G* __restrict__ dx, acc_t<X> s, int64_t n) {
-  using A = acc_t<X>;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const A xv = x != nullptr ? to_acc(x[i]) : A(0);
-    const A yv = y != nullptr ? to_acc(y[i]) : apply_unary<A>(op, xv, s);
-    const A d = unary_derivative<A>(op, xv, yv, s);
-    dx[i] = from_acc<G>(static_cast<acc_t<G>>(static_cast<A>(to_acc(grad[i])) * d));
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    const Pack<G, V> pg = reinterpret_cast<const Pack<G, V>*>(grad)[i];
+    Pack<X, V> px{}, py{};
+    if (x != nullptr) px = reinterpret_cast<const Pack<X, V>*>(x)[i];
+    if (y != nullptr) py = reinterpret_cast<const Pack<X, V>*>(y)[i];
+    Pack<G, V> pd;
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      pd.v[j] = unary_backward_element<G, X>(op, pg.v[j], x != nullptr ? px.v + j : nullptr,
+                                             y != nullptr ? py.v + j : nullptr, 0, s);
+    reinterpret_cast<Pack<G, V>*>(dx)[i] = pd;
   }
+  for (int64_t i = n / V * V + first; i < n; i += step) dx[i] = unary_backward_element<G, X>(op, grad[i], x, y, i, s);
 }
 
 // dst = dst_scale * dst + alpha * src (axpy: dst_scale 1; scale: src null).
 template <typename D, typename S>
-__global__ void axpby_kernel(D* __restrict__ dst, const S* __restrict__ src, double alpha, double dst_scale, int64_t n) {
+__device__ __forceinline__ D axpby_element(D dst, const S* src, double alpha, double dst_scale) {
   using A = std::conditional_t<std::is_same_v<D, double> || std::is_same_v<S, double>, double, float>;
-  const A a = static_cast<A>(alpha), b = static_cast<A>(dst_scale);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    A v = static_cast<A>(to_acc(dst[i]));
-    v = src != nullptr ? v * b + a * static_cast<A>(to_acc(src[i])) : v * b;
-    dst[i] = from_acc<D>(v);
+  const A v = static_cast<A>(to_acc(dst));
+  return from_acc<D>(src != nullptr ? v * static_cast<A>(dst_scale) + static_cast<A>(alpha) * static_cast<A>(to_acc(*src))
+                                    : v * static_cast<A>(dst_scale));
+}
+
+template <typename D, typename S, int V>
+__global__ void axpby_kernel(D* __restrict__ dst, const S* __restrict__ src, double alpha, double dst_scale, int64_t n) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    Pack<D, V> pd = reinterpret_cast<const Pack<D, V>*>(dst)[i];
+    Pack<S, V> ps{};
+    if (src != nullptr) ps = reinterpret_cast<const Pack<S, V>*>(src)[i];
+#pragma unroll
+    for (int j = 0; j < V; ++j) pd.v[j] = axpby_element<D, S>(pd.v[j], src != nullptr ? ps.v + j : nullptr, alpha, dst_scale);
+    reinterpret_cast<Pack<D, V>*>(dst)[i] = pd;
   }
+  for (int64_t i = n / V * V + first; i < n; i += step)
+    dst[i] = axpby_element<D, S>(dst[i], src != nullptr ? src + i : nullptr, alpha, dst_scale);
 }
 
 // y[i] = x[i] / (1 - p) when rng::uniform(seed, offset + i) >= p, else 0. One thread per Philox
@@ -158,7 +205,9 @@ __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64
 template <typename T>
 void launch_binary_contiguous(BinaryOp op, const T* a, const T* b, T* out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  binary_contiguous_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, a, b, out, n);
+  dispatch_vector_width(vector_width({{a, sizeof(T)}, {b, sizeof(T)}, {out, sizeof(T)}}), [&]<int V>() {
+    binary_contiguous_kernel<T, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(op, a, b, out, n);
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 
@@ -179,7 +228,10 @@ void launch_binary_strided(BinaryOp op, const T* a, const T* b, T* out, const Co
 template <typename T>
 void launch_unary(UnaryOp op, const T* x, T* y, double scalar, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  unary_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, x, y, static_cast<acc_t<T>>(scalar), n);
+  dispatch_vector_width(vector_width({{x, sizeof(T)}, {y, sizeof(T)}}), [&]<int V>() {
+    unary_kernel<T, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(op, x, y,
+                                                                                     static_cast<acc_t<T>>(scalar), n);
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 
@@ -187,14 +239,20 @@ template <typename G, typename X>
 void launch_unary_backward(UnaryOp op, const G* grad, const X* x, const X* y, G* dx, double scalar, int64_t n,
                            cudaStream_t stream) {
   if (n == 0) return;
-  unary_backward_kernel<G, X><<<grid_for(n), kThreads, 0, stream>>>(op, grad, x, y, dx, static_cast<acc_t<X>>(scalar), n);
+  const int width = vector_width({{grad, sizeof(G)}, {x, sizeof(X)}, {y, sizeof(X)}, {dx, sizeof(G)}});
+  dispatch_vector_width(width, [&]<int V>() {
+    unary_backward_kernel<G, X, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(
+        op, grad, x, y, dx, static_cast<acc_t<X>>(scalar), n);
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename D, typename S>
 void launch_axpby(D* dst, const S* src, double alpha, double dst_scale, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  axpby_kernel<D, S><<<grid_for(n), kThreads, 0, stream>>>(dst, src, alpha, dst_scale, n);
+  dispatch_vector_width(vector_width({{dst, sizeof(D)}, {src, sizeof(S)}}), [&]<int V>() {
+    axpby_kernel<D, S, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(dst, src, alpha, dst_scale, n);
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 

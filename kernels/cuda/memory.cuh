@@ -21,22 +21,59 @@ __device__ __forceinline__ D cast_element(S v, bool to_bool) {
   return from_acc<D>(a);
 }
 
-template <typename S, typename D>
+template <typename S, typename D, int V>
 __global__ void cast_contiguous_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n, bool to_bool) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[i] = cast_element<S, D>(src[i], to_bool);
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    const Pack<S, V> ps = reinterpret_cast<const Pack<S, V>*>(src)[i];
+    Pack<D, V> pd;
+#pragma unroll
+    for (int j = 0; j < V; ++j) pd.v[j] = cast_element<S, D>(ps.v[j], to_bool);
+    reinterpret_cast<Pack<D, V>*>(dst)[i] = pd;
+  }
+  for (int64_t i = n / V * V + first; i < n; i += step) dst[i] = cast_element<S, D>(src[i], to_bool);
 }
 
-template <typename S, typename D, typename Index>
+// The layout is in units of V elements (see vectorize_inner): each index moves one Pack.
+template <typename S, typename D, typename Index, int V>
 __global__ void copy_strided_kernel(const S* __restrict__ src, D* __restrict__ dst, StridedIndexer<2, Index> ix,
                                     Index n, bool to_bool) {
   for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<Index>(gridDim.x) * blockDim.x) {
     Index off[2];
     ix.offsets(i, off);
-    dst[off[1]] = cast_element<S, D>(src[off[0]], to_bool);
+    const Pack<S, V> ps = reinterpret_cast<const Pack<S, V>*>(src)[off[0]];
+    Pack<D, V> pd;
+#pragma unroll
+    for (int j = 0; j < V; ++j) pd.v[j] = cast_element<S, D>(ps.v[j], to_bool);
+    reinterpret_cast<Pack<D, V>*>(dst)[off[1]] = pd;
   }
+}
+
+// A strided copy whose innermost dim is contiguous on both sides (a permute that keeps the last
+// dim, a broadcast of a row) moves V elements per index: the layout is rewritten in units of V
+// when the inner size, every other stride and both pointers allow it. Returns the V used (1: the
+// layout is unchanged).
+template <typename S, typename D>
+int vectorize_inner(CoalescedLayout<2>& layout, const S* src, D* dst) {
+  const int last = layout.ndim - 1;
+  if (last < 0 || layout.strides[0][last] != 1 || layout.strides[1][last] != 1) return 1;
+  int v = vector_width({{src, sizeof(S)}, {dst, sizeof(D)}});
+  auto fits = [&](int w) {
+    if (layout.sizes[last] % w != 0) return false;
+    for (int d = 0; d < last; ++d)
+      if (layout.strides[0][d] % w != 0 || layout.strides[1][d] % w != 0) return false;
+    return true;
+  };
+  while (v > 1 && !fits(v)) v /= 2;
+  if (v == 1) return 1;
+  layout.sizes[last] /= v;
+  for (int d = 0; d < last; ++d) {
+    layout.strides[0][d] /= v;
+    layout.strides[1][d] /= v;
+  }
+  return v;
 }
 
 template <typename T>
@@ -78,21 +115,27 @@ __global__ void normal_fill_kernel(T* __restrict__ dst, int64_t n, uint64_t seed
 template <typename S, typename D>
 void launch_cast_contiguous(const S* src, D* dst, int64_t n, bool to_bool, cudaStream_t stream) {
   if (n == 0) return;
-  cast_contiguous_kernel<S, D><<<grid_for(n), kThreads, 0, stream>>>(src, dst, n, to_bool);
+  dispatch_vector_width(vector_width({{src, sizeof(S)}, {dst, sizeof(D)}}), [&]<int V>() {
+    cast_contiguous_kernel<S, D, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(src, dst, n, to_bool);
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename S, typename D>
-void launch_copy_strided(const S* src, D* dst, const CoalescedLayout<2>& layout, int64_t n, bool to_bool,
+void launch_copy_strided(const S* src, D* dst, CoalescedLayout<2> layout, int64_t n, bool to_bool,
                          cudaStream_t stream) {
   if (n == 0) return;
-  if (layout.fits_32bit) {
-    copy_strided_kernel<S, D, uint32_t><<<grid_for(n), kThreads, 0, stream>>>(
-        src, dst, make_indexer<2, uint32_t>(layout), static_cast<uint32_t>(n), to_bool);
-  } else {
-    copy_strided_kernel<S, D, int64_t><<<grid_for(n), kThreads, 0, stream>>>(
-        src, dst, make_indexer<2, int64_t>(layout), n, to_bool);
-  }
+  const int width = vectorize_inner(layout, src, dst);
+  const int64_t packs = n / width;
+  dispatch_vector_width(width, [&]<int V>() {
+    if (layout.fits_32bit) {
+      copy_strided_kernel<S, D, uint32_t, V><<<grid_for(packs), kThreads, 0, stream>>>(
+          src, dst, make_indexer<2, uint32_t>(layout), static_cast<uint32_t>(packs), to_bool);
+    } else {
+      copy_strided_kernel<S, D, int64_t, V><<<grid_for(packs), kThreads, 0, stream>>>(
+          src, dst, make_indexer<2, int64_t>(layout), packs, to_bool);
+    }
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 
