@@ -1,6 +1,8 @@
 #include "core/backend.h"
 
+#include "core/autograd.h"
 #include "core/cuda_support.h"
+#include "core/ops.h"
 
 namespace zt {
 
@@ -23,8 +25,25 @@ void Backend::scale(Tensor&, double) const { not_implemented("scale"); }
 Tensor Backend::reduce(ReduceOp, const Tensor&, const std::vector<bool>&) const { not_implemented("reduce"); }
 std::pair<Tensor, Tensor> Backend::max_last_dim(const Tensor&) const { not_implemented("max_last_dim"); }
 double Backend::sum_squares(const Tensor&) const { not_implemented("sum_squares"); }
+void Backend::sum_squares_into(const Tensor& x, Tensor& acc) const {
+  ZT_CHECK(acc.dtype() == DType::f64 && acc.numel() == 1 && acc.device() == x.device(), "sum_squares_into",
+           "acc must be one f64 on ", x.device().str(), ", got ", acc.describe());
+  const double total = acc.item() + sum_squares(x);
+  fill(acc, total);
+}
 bool Backend::all_finite(const Tensor&) const { not_implemented("all_finite"); }
 Tensor Backend::gemm(const Tensor&, const Tensor&, bool, bool, int64_t, const Tensor&) const { not_implemented("gemm"); }
+Tensor Backend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu,
+                       Tensor* pre_activation) const {
+  NoGradGuard no_grad;
+  const int64_t rows = x.size(0), in = x.size(1), out_features = weight.size(0);
+  const Tensor start = bias.defined() ? contiguous(expand(bias, {rows, out_features})) : Tensor();
+  Tensor pre = view(gemm(view(x, {1, rows, in}), view(weight, {1, out_features, in}), false, true, 1, start),
+                    {rows, out_features});
+  if (!gelu) return pre;
+  if (pre_activation != nullptr) *pre_activation = pre;
+  return unary(UnaryOp::gelu, pre, 0.0);
+}
 Tensor Backend::softmax(const Tensor&) const { not_implemented("softmax"); }
 Tensor Backend::softmax_backward(const Tensor&, const Tensor&) const { not_implemented("softmax_backward"); }
 Tensor Backend::log_softmax(const Tensor&) const { not_implemented("log_softmax"); }
@@ -54,7 +73,8 @@ AttentionGrads Backend::attention_backward(const Tensor&, const Tensor&, const T
 CrossEntropyResult Backend::cross_entropy(const Tensor&, const Tensor&, int64_t, int64_t) const {
   not_implemented("cross_entropy");
 }
-Tensor Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, double) const {
+Tensor Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, double,
+                                       const Tensor&) const {
   not_implemented("cross_entropy_backward");
 }
 Tensor Backend::dropout(const Tensor&, double, uint64_t, uint64_t) const { not_implemented("dropout"); }

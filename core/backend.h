@@ -33,8 +33,9 @@ struct AttentionGrads {
   Tensor dq, dk, dv;
 };
 struct CrossEntropyResult {
-  Tensor losses;  // f32 [N]; 0 where the target is ignored
-  Tensor lse;     // f32 [N]; log-sum-exp over the valid vocabulary
+  Tensor losses;     // f32 [N]; 0 where the target is ignored
+  Tensor lse;        // f32 [N]; log-sum-exp over the valid vocabulary
+  Tensor inv_count;  // f32 scalar on the logits' device: 1 / (targets that count), 0 when none does
 };
 
 // One step of AdamW on a flat f32 master shard (see optim/adamw.h for the meaning).
@@ -75,6 +76,9 @@ class Backend {
   virtual std::pair<Tensor, Tensor> max_last_dim(const Tensor& x) const;
   // Sum of squares of all elements in f64 (norms, clipping) and whether all are finite.
   virtual double sum_squares(const Tensor& x) const;
+  // acc += sum of squares of x, with acc an f64 [1] tensor on x's device: no host synchronisation
+  // (the gradient norm reads its total once). The default goes through sum_squares.
+  virtual void sum_squares_into(const Tensor& x, Tensor& acc) const;
   virtual bool all_finite(const Tensor& x) const;
 
   // ---- matrix products ----
@@ -83,6 +87,13 @@ class Backend {
   // likewise for b; out: [batch, M, N], allocated here. When accumulate is given, out = accumulate + a b.
   virtual Tensor gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch,
                       const Tensor& accumulate) const;
+  // A linear layer: y = x w^T + bias for x [rows, in] and weight [out, in] (both contiguous; bias
+  // [out] contiguous or undefined); with gelu, y = gelu(x w^T + bias) and *pre_activation (when
+  // given) receives x w^T + bias for the backward. The default adds the bias as gemm's starting
+  // value and runs the GeLU as its own pass; the CUDA backend fuses both into the product's
+  // epilogue, so the output is written once.
+  virtual Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu,
+                        Tensor* pre_activation) const;
 
   // ---- fused nn kernels (x is [rows, C]) ----
   virtual Tensor softmax(const Tensor& x) const;  // over the last dim
@@ -110,8 +121,11 @@ class Backend {
                                            int64_t valid_vocab) const;
   // dlogits = grad_scale * (softmax(logits) - onehot(target)) for non-ignored rows, 0 elsewhere
   // and in padded columns; dtype of logits.
+  // When scale_by (an f32 scalar on the logits' device) is given, grad_scale is multiplied by its
+  // value on the device: the mean loss's backward needs no host synchronisation.
   virtual Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                                        int64_t ignore_index, int64_t valid_vocab, double grad_scale) const;
+                                        int64_t ignore_index, int64_t valid_vocab, double grad_scale,
+                                        const Tensor& scale_by) const;
   // y = x * keep / (1 - p), keep = draw(seed, offset + i) >= p; also its own backward.
   virtual Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const;
 

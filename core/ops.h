@@ -86,6 +86,8 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
 // x [..., in] x weight [out, in]^T + bias [out] (bias may be undefined).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// gelu(linear(x, weight, bias)) as one op: on CUDA the bias and GeLU are the product's epilogue.
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 // Normalise over the last dim. weight/bias [C] (bias may be undefined for layernorm).
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);

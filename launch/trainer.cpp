@@ -323,7 +323,7 @@ TrainOutcome Run::execute() {
       step_loss = o.loss;
       r = o.optimizer;
     }
-    double loss_sum = 0;
+    Tensor loss_sum;  // on the device, read once after the step is queued
     for (int64_t micro = 0; micro < accum && !pipeline_; ++micro) {
       engine_->begin_micro_batch(micro == accum - 1);
       train_loader.next(batch);
@@ -336,11 +336,12 @@ TrainOutcome Run::execute() {
         backward(mul_scalar(loss, scaler.scale() / static_cast<double>(accum)));
       }
       engine_->end_backward();
-      loss_sum += loss.item();
+      NoGradGuard no_grad;
+      loss_sum = loss_sum.defined() ? add(loss_sum, loss.detach()) : loss.detach();
     }
     if (!pipeline_) {
       r = engine_->step(lr, cfg_.optimizer().grad_clip(), scaler.scale());
-      step_loss = average(world_, loss_sum / static_cast<double>(accum));
+      step_loss = average(world_, loss_sum.item() / static_cast<double>(accum));
     }
     scaler.update(!r.skipped);
     state.tokens_seen += static_cast<int64_t>(tokens_per_step);

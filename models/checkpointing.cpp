@@ -36,10 +36,10 @@ Tensor attention_core(const Tensor& qkv, int64_t n_head, bool recompute) {
 }
 
 Tensor gelu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool recompute) {
-  if (!recompute || !needs_grad({&x, &weight, &bias})) return gelu(linear(x, weight, bias));
+  if (!recompute || !needs_grad({&x, &weight, &bias})) return linear_gelu(x, weight, bias);
   // An undefined bias is no input of the node (checkpoint detaches every input for the replay).
   auto fn = [](const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{gelu(linear(in[0], in[1], in.size() > 2 ? in[2] : Tensor()))};
+    return std::vector<Tensor>{linear_gelu(in[0], in[1], in.size() > 2 ? in[2] : Tensor())};
   };
   return checkpoint(fn, bias.defined() ? std::vector<Tensor>{x, weight, bias} : std::vector<Tensor>{x, weight})[0];
 }

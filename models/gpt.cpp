@@ -235,7 +235,7 @@ Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRn
 
   Tensor h2 = layernorm(x1, p[kLn2W], p[kLn2B]);
   Tensor m = selective_recompute_ ? gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true)
-                                  : gelu(tp::column_parallel_linear(h2, p[kFcW], p[kFcB], tp_));
+                                  : linear_gelu(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB]);
   m = tp::row_parallel_linear(m, p[kFcProjW], p[kFcProjB], tp_);
   if (drop) m = residual_dropout(m, rng.site_seed(unit, 1));
   src.release(unit);

@@ -5,9 +5,9 @@
 // (softmax - onehot) * grad / count straight from the logits and lse, so neither the softmax nor
 // the log-probabilities ([N, V], the largest activation of a GPT) are ever stored.
 //
-// The count of non-ignored targets is taken on the host from the targets (N integers; the data
-// loader produces them on the host anyway), and the incoming gradient of the loss is read as a
-// scalar for the backward kernel's scale, so the [N, V] gradient is written in one pass.
+// The backend also gives 1 / (count of non-ignored targets) as a device scalar, and the backward
+// kernel reads its scale (incoming gradient x that) on the device, so the loss and the [N, V]
+// gradient (written in one pass) need no host synchronisation.
 #include "core/backend.h"
 #include "core/ops.h"
 #include "core/ops/op_helpers.h"
@@ -18,35 +18,27 @@ namespace {
 
 class CrossEntropyBackward final : public Node {
  public:
-  CrossEntropyBackward(Tensor logits2, Tensor targets, Tensor lse, int64_t ignore_index, int64_t valid_vocab,
-                       int64_t count, Shape logits_shape)
-      : logits2_(std::move(logits2)), targets_(std::move(targets)), lse_(std::move(lse)), ignore_index_(ignore_index),
-        valid_vocab_(valid_vocab), count_(count), logits_shape_(std::move(logits_shape)) {}
+  CrossEntropyBackward(Tensor logits2, Tensor targets, Tensor lse, Tensor inv_count, int64_t ignore_index,
+                       int64_t valid_vocab, Shape logits_shape)
+      : logits2_(std::move(logits2)), targets_(std::move(targets)), lse_(std::move(lse)),
+        inv_count_(std::move(inv_count)), ignore_index_(ignore_index), valid_vocab_(valid_vocab),
+        logits_shape_(std::move(logits_shape)) {}
   std::string name() const override { return "CrossEntropyBackward"; }
-  void release() override { logits2_ = targets_ = lse_ = Tensor(); }
+  void release() override { logits2_ = targets_ = lse_ = inv_count_ = Tensor(); }
 
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
-    const double scale = count_ == 0 ? 0.0 : grads[0].item() / static_cast<double>(count_);
+    // The scale (incoming gradient / count) stays on the device: no host synchronisation.
+    Tensor scale = mul(to(grads[0], inv_count_.dtype()), inv_count_);
     Tensor d = backend_for(logits2_.device())
-                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, scale);
+                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, 1.0, scale);
     return {reshape(d, logits_shape_)};
   }
 
  private:
-  Tensor logits2_, targets_, lse_;
-  int64_t ignore_index_, valid_vocab_, count_;
+  Tensor logits2_, targets_, lse_, inv_count_;
+  int64_t ignore_index_, valid_vocab_;
   Shape logits_shape_;
 };
-
-int64_t count_targets(const Tensor& flat_targets, int64_t ignore_index) {
-  int64_t count = 0;
-  if (flat_targets.dtype() == DType::i32) {
-    for (int32_t t : flat_targets.to_vector<int32_t>()) count += t != ignore_index;
-  } else {
-    for (int64_t t : flat_targets.to_vector<int64_t>()) count += t != ignore_index;
-  }
-  return count;
-}
 
 }  // namespace
 
@@ -70,18 +62,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   Tensor logits2, flat_targets, loss;
   CrossEntropyResult r;
-  int64_t count = 0;
   {
     NoGradGuard no_grad;
     logits2 = contiguous(reshape(logits.detach(), {-1, vocab}));
     flat_targets = contiguous(reshape(targets.detach(), {logits2.size(0)}));
     r = backend_for(logits.device()).cross_entropy(logits2, flat_targets, ignore_index, valid);
-    count = count_targets(flat_targets, ignore_index);
-    // No target counted: the loss is 0 (not 0/0), and so is its gradient.
-    loss = mul_scalar(sum(r.losses), count == 0 ? 0.0 : 1.0 / static_cast<double>(count));
+    // No target counted: inv_count is 0, so the loss is 0 (not 0/0), and so is its gradient.
+    loss = mul(sum(r.losses), r.inv_count);
   }
   if (needs_grad({&logits}))
-    record(std::make_shared<CrossEntropyBackward>(logits2, flat_targets, r.lse, ignore_index, valid, count,
+    record(std::make_shared<CrossEntropyBackward>(logits2, flat_targets, r.lse, r.inv_count, ignore_index, valid,
                                                   logits.shape()),
            {logits}, {&loss});
   return loss;

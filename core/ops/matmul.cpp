@@ -112,17 +112,20 @@ class MatmulBackward final : public Node {
   bool transpose_a_, transpose_b_;
 };
 
-// y = x w^T + bias over rows of x; see linear() for the shapes.
+// y = x w^T + bias over rows of x; see linear() for the shapes. With pre_activation given, y was
+// gelu(pre_activation) (linear_gelu) and the GeLU's derivative is applied first.
 class LinearBackward final : public Node {
  public:
-  LinearBackward(Tensor x, Tensor weight, bool has_bias)
-      : x_(std::move(x)), weight_(std::move(weight)), has_bias_(has_bias) {}
-  std::string name() const override { return "LinearBackward"; }
-  void release() override { x_ = weight_ = Tensor(); }
+  LinearBackward(Tensor x, Tensor weight, bool has_bias, Tensor pre_activation = Tensor())
+      : x_(std::move(x)), weight_(std::move(weight)), pre_(std::move(pre_activation)), has_bias_(has_bias) {}
+  std::string name() const override { return pre_.defined() ? "LinearGeluBackward" : "LinearBackward"; }
+  void release() override { x_ = weight_ = pre_ = Tensor(); }
 
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
     const int64_t out_features = weight_.size(0);
     Tensor g2 = reshape(grads[0], {-1, out_features});
+    if (pre_.defined())
+      g2 = backend_for(pre_.device()).unary_backward(UnaryOp::gelu, contiguous(g2), pre_, Tensor(), 0.0);
     std::vector<Tensor> out(3);
     if (next[0].node) out[0] = reshape(matmul(g2, weight_), x_.shape());
     if (next[1].node) out[1] = matmul(g2, reshape(x_, {-1, x_.size(-1)}), true, false);
@@ -131,7 +134,7 @@ class LinearBackward final : public Node {
   }
 
  private:
-  Tensor x_, weight_;
+  Tensor x_, weight_, pre_;
   bool has_bias_;
 };
 
@@ -157,34 +160,51 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  ops::check_same_dtype_device("linear", x, weight);
-  ZT_CHECK(is_floating(x.dtype()), "linear", "needs floating tensors: x is ", x.describe(), ", weight is ",
+namespace {
+
+void check_linear(const char* api, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  ops::check_same_dtype_device(api, x, weight);
+  ZT_CHECK(is_floating(x.dtype()), api, "needs floating tensors: x is ", x.describe(), ", weight is ",
            weight.describe());
-  ZT_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear",
+  ZT_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), api,
            "x [..., in] and weight [out, in] do not match: x is ", x.describe(), ", weight is ", weight.describe());
   if (bias.defined()) {
-    ops::check_same_dtype_device("linear", weight, bias);
-    ZT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "bias must be [out]: weight is ",
+    ops::check_same_dtype_device(api, weight, bias);
+    ZT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), api, "bias must be [out]: weight is ",
              weight.describe(), ", bias is ", bias.describe());
   }
+}
+
+// The forward of linear and linear_gelu: rows of x through Backend::linear (which fuses the bias
+// and the GeLU into the product where it can), then the backward node.
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu) {
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
-  Tensor out;
+  Tensor out, pre;
   {
     NoGradGuard no_grad;
-    Tensor x2 = reshape(x.detach(), {-1, in_features});
-    const int64_t rows = x2.size(0);
-    // The bias is the GEMM's starting value (out = bias + x w^T): one pass over the output, not two.
-    Tensor start = bias.defined() ? contiguous(expand(bias.detach(), {rows, out_features})) : Tensor();
-    GemmOperand gx = prepare_operand(x2, false, {}), gw = prepare_operand(weight.detach(), true, {});
-    out = backend_for(x.device()).gemm(gx.matrix, gw.matrix, gx.transpose, gw.transpose, 1, start);
+    Tensor x2 = contiguous(reshape(x.detach(), {-1, in_features}));
+    out = backend_for(x.device()).linear(x2, contiguous(weight.detach()), bias.defined() ? contiguous(bias.detach()) : Tensor(),
+                                         gelu, gelu ? &pre : nullptr);
     Shape shape(x.shape().begin(), x.shape().end() - 1);
     shape.push_back(out_features);
     out = view(out, shape);
   }
   if (needs_grad({&x, &weight, &bias}))
-    record(std::make_shared<LinearBackward>(x.detach(), weight.detach(), bias.defined()), {x, weight, bias}, {&out});
+    record(std::make_shared<LinearBackward>(x.detach(), weight.detach(), bias.defined(), pre), {x, weight, bias},
+           {&out});
   return out;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("linear", x, weight, bias);
+  return linear_forward(x, weight, bias, /*gelu=*/false);
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("linear_gelu", x, weight, bias);
+  return linear_forward(x, weight, bias, /*gelu=*/true);
 }
 
 }  // namespace zt

@@ -78,11 +78,21 @@ CrossEntropyResult CpuBackend::cross_entropy(const Tensor& logits, const Tensor&
       losses[i] = lse[i] - static_cast<C>(to_compute(row[t]));
     }
   });
+  int64_t count = 0;
+  for (int64_t t : target) count += t != ignore_index;
+  r.inv_count = empty({}, loss_dtype(logits.dtype()), Device::cpu());
+  const double inv = count == 0 ? 0.0 : 1.0 / static_cast<double>(count);
+  if (r.inv_count.dtype() == DType::f64) {
+    *static_cast<double*>(r.inv_count.raw_data()) = inv;
+  } else {
+    *static_cast<float*>(r.inv_count.raw_data()) = static_cast<float>(inv);
+  }
   return r;
 }
 
 Tensor CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                                          int64_t ignore_index, int64_t valid_vocab, double grad_scale) const {
+                                          int64_t ignore_index, int64_t valid_vocab, double grad_scale,
+                                          const Tensor& scale_by) const {
   check_logits("cross_entropy_backward", logits, targets, valid_vocab);
   ZT_CHECK(lse.dim() == 1 && lse.size(0) == logits.size(0) && lse.dtype() == loss_dtype(logits.dtype()) &&
                lse.is_contiguous(),
@@ -95,7 +105,7 @@ Tensor CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& ta
     const T* x = static_cast<const T*>(logits.raw_data());
     const C* l = static_cast<const C*>(lse.raw_data());
     T* dx = static_cast<T*>(dlogits.raw_data());
-    const C scale = static_cast<C>(grad_scale);
+    const C scale = static_cast<C>(scale_by.defined() ? grad_scale * scale_by.item() : grad_scale);
     const T zero = from_compute<T>(C(0));
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
     for (int64_t i = 0; i < rows; ++i) {

@@ -42,6 +42,7 @@ CrossEntropyResult CudaBackend::cross_entropy(const Tensor& logits, const Tensor
   CrossEntropyResult r;
   r.losses = empty({s.n}, DType::f32, logits.device());
   r.lse = empty({s.n}, DType::f32, logits.device());
+  r.inv_count = empty({}, DType::f32, logits.device());
   cuda::DeviceGuard guard(device);
   cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
   cuda::dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {
@@ -51,19 +52,27 @@ CrossEntropyResult CudaBackend::cross_entropy(const Tensor& logits, const Tensor
                                                static_cast<float*>(r.losses.raw_data()),
                                                static_cast<float*>(r.lse.raw_data()), s.n, s.v, s.valid, ignore_index,
                                                ctx.error_sink(), ctx.current_stream());
+      cuda::launch_inverse_target_count<I>(static_cast<const I*>(targets.raw_data()), s.n, ignore_index, s.valid,
+                                           static_cast<float*>(r.inv_count.raw_data()), ctx.current_stream());
     });
   });
   return r;
 }
 
 Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
-                                           int64_t ignore_index, int64_t valid_vocab, double grad_scale) const {
+                                           int64_t ignore_index, int64_t valid_vocab, double grad_scale,
+                                           const Tensor& scale_by) const {
   const char* api = "cross_entropy_backward";
   const LossShape s = check_loss_inputs(api, logits, targets, valid_vocab);
   cuda::check_same_device(api, logits, lse);
   ZT_CHECK(lse.dtype() == DType::f32 && lse.numel() == s.n && lse.is_contiguous(), api,
            "lse must be f32 with one value per row (", s.n, "), got ", lse.describe());
   const int device = logits.device().index;
+  if (scale_by.defined()) {
+    cuda::check_same_device(api, logits, scale_by);
+    ZT_CHECK(scale_by.dtype() == DType::f32 && scale_by.numel() == 1, api, "scale_by must be one f32 value, got ",
+             scale_by.describe());
+  }
   Tensor dlogits = empty(logits.shape(), logits.dtype(), logits.device());
   cuda::DeviceGuard guard(device);
   cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
@@ -72,7 +81,9 @@ Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& t
       cuda::launch_cross_entropy_backward<T, I>(
           static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
           static_cast<const float*>(lse.raw_data()), static_cast<T*>(dlogits.raw_data()), s.n, s.v, s.valid,
-          ignore_index, static_cast<float>(grad_scale), ctx.error_sink(), ctx.current_stream());
+          ignore_index, static_cast<float>(grad_scale),
+          scale_by.defined() ? static_cast<const float*>(scale_by.raw_data()) : nullptr, ctx.error_sink(),
+          ctx.current_stream());
     });
   });
   return dlogits;
@@ -93,6 +104,7 @@ CrossEntropyResult cross_entropy_forward_backward(const Tensor& logits, const Te
   CrossEntropyResult r;
   r.losses = empty({s.n}, DType::f32, logits.device());
   r.lse = empty({s.n}, DType::f32, logits.device());
+  r.inv_count = empty({}, DType::f32, logits.device());
   DeviceGuard guard(device);
   DeviceContext& ctx = DeviceContext::get(device);
   dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {
@@ -101,6 +113,8 @@ CrossEntropyResult cross_entropy_forward_backward(const Tensor& logits, const Te
                                        static_cast<float*>(r.losses.raw_data()), static_cast<float*>(r.lse.raw_data()),
                                        static_cast<T*>(dlogits.raw_data()), s.n, s.v, s.valid, ignore_index,
                                        static_cast<float>(grad_scale), ctx.error_sink(), ctx.current_stream());
+      launch_inverse_target_count<I>(static_cast<const I*>(targets.raw_data()), s.n, ignore_index, s.valid,
+                                     static_cast<float*>(r.inv_count.raw_data()), ctx.current_stream());
     });
   });
   return r;

@@ -106,11 +106,32 @@ template <typename T, typename I, bool kVec>
 __global__ void cross_entropy_backward_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
                                               const float* __restrict__ lse_in, T* __restrict__ dlogits, int64_t v,
                                               int64_t valid, int64_t ignore_index, float grad_scale,
-                                              DeviceErrorSink errors) {
+                                              const float* __restrict__ scale_by, DeviceErrorSink errors) {
   const int64_t row = blockIdx.x;
   const bool counts = target_counts(targets[row], ignore_index, valid, errors, threadIdx.x == 0);
+  const float scale = scale_by != nullptr ? grad_scale * *scale_by : grad_scale;
   write_row_gradient<kVec>(logits + row * v, dlogits + row * v, v, valid, static_cast<int64_t>(targets[row]),
-                           lse_in[row], counts ? grad_scale : 0.0f);
+                           lse_in[row], counts ? scale : 0.0f);
+}
+
+// *inv_count = 1 / (targets that count), or 0 when none does; one block (N is a batch's tokens).
+template <typename I>
+__global__ void inverse_target_count_kernel(const I* __restrict__ targets, int64_t n, int64_t ignore_index,
+                                            int64_t valid, float* __restrict__ inv_count) {
+  __shared__ int64_t partial[32];
+  int64_t count = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[i]);
+    count += t != ignore_index && t >= 0 && t < valid;
+  }
+  for (int o = 16; o > 0; o /= 2) count += __shfl_xor_sync(0xffffffffu, count, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = count;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t total = 0;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) total += partial[w];
+    *inv_count = total == 0 ? 0.0f : static_cast<float>(1.0 / static_cast<double>(total));
+  }
 }
 
 // Forward and backward in one launch; dlogits may be the logits themselves (in place).
@@ -158,19 +179,26 @@ void launch_cross_entropy_forward(const T* logits, const I* targets, float* loss
 template <typename T, typename I>
 void launch_cross_entropy_backward(const T* logits, const I* targets, const float* lse, T* dlogits, int64_t n,
                                    int64_t v, int64_t valid, int64_t ignore_index, float grad_scale,
-                                   DeviceErrorSink errors, cudaStream_t stream) {
+                                   const float* scale_by, DeviceErrorSink errors, cudaStream_t stream) {
   if (n == 0) return;
   if (pack_aligned(v, sizeof(T), {logits, dlogits})) {
     cross_entropy_backward_kernel<T, I, true><<<static_cast<unsigned>(n), cross_entropy_threads(v / Pack16<T>::kSize), 0, stream>>>(
-        logits, targets, lse, dlogits, v, valid, ignore_index, grad_scale, errors);
+        logits, targets, lse, dlogits, v, valid, ignore_index, grad_scale, scale_by, errors);
   } else {
     cross_entropy_backward_kernel<T, I, false><<<static_cast<unsigned>(n), cross_entropy_threads(v / 4), 0, stream>>>(
-        logits, targets, lse, dlogits, v, valid, ignore_index, grad_scale, errors);
+        logits, targets, lse, dlogits, v, valid, ignore_index, grad_scale, scale_by, errors);
   }
   ZT_CUDA_CHECK_LAUNCH();
 }
 
 // losses and lse: f32 [n]; dlogits [n, v] may equal logits.
+template <typename I>
+void launch_inverse_target_count(const I* targets, int64_t n, int64_t ignore_index, int64_t valid, float* inv_count,
+                                 cudaStream_t stream) {
+  inverse_target_count_kernel<I><<<1, 1024, 0, stream>>>(targets, n, ignore_index, valid, inv_count);
+  ZT_CUDA_CHECK_LAUNCH();
+}
+
 template <typename T, typename I>
 void launch_cross_entropy_fused(const T* logits, const I* targets, float* losses, float* lse, T* dlogits, int64_t n,
                                 int64_t v, int64_t valid, int64_t ignore_index, float grad_scale,

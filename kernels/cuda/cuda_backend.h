@@ -22,8 +22,11 @@ class CudaBackend final : public Backend {
   Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce_mask) const override;
   std::pair<Tensor, Tensor> max_last_dim(const Tensor& x) const override;
   double sum_squares(const Tensor& x) const override;
+  void sum_squares_into(const Tensor& x, Tensor& acc) const override;
   bool all_finite(const Tensor& x) const override;
   Tensor gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch, const Tensor& accumulate) const override;
+  Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu,
+                Tensor* pre_activation) const override;
   Tensor softmax(const Tensor& x) const override;
   Tensor softmax_backward(const Tensor& grad_y, const Tensor& y) const override;
   Tensor log_softmax(const Tensor& x) const override;
@@ -37,7 +40,7 @@ class CudaBackend final : public Backend {
   AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) const override;
   AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, bool causal, double scale) const override;
   CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, int64_t valid_vocab) const override;
-  Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale) const override;
+  Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale, const Tensor& scale_by) const override;
   Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWArgs& args) const override;
 };

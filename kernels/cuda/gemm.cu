@@ -300,3 +300,20 @@ Tensor CudaBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, boo
 }
 
 }  // namespace zt
+
+namespace zt {
+
+// The bias (and GeLU) ride in cuBLASLt's epilogue: one pass over the output instead of the
+// default's bias copy, product with beta = 1, and separate GeLU pass. f64, a GeLU without a bias
+// and operands the epilogue cannot take fall back to the default.
+Tensor CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu,
+                           Tensor* pre_activation) const {
+  const bool fusable = bias.defined() && x.dtype() != DType::f64 && x.is_contiguous() && weight.is_contiguous() &&
+                       bias.is_contiguous() && bias.dtype() == x.dtype() && x.numel() > 0 && weight.numel() > 0 &&
+                       (!gelu || weight.size(0) % 8 == 0);
+  if (!fusable) return Backend::linear(x, weight, bias, gelu, pre_activation);
+  return cuda::linear_forward(x, weight, bias, gelu ? cuda::GemmEpilogue::bias_gelu : cuda::GemmEpilogue::bias,
+                              gelu ? pre_activation : nullptr);
+}
+
+}  // namespace zt

@@ -1,5 +1,6 @@
 // CUDA backend: reductions (kernels in reduce.cuh).
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace zt::cuda {
@@ -110,6 +111,25 @@ double CudaBackend::sum_squares(const Tensor& x) const {
   double result = 0;
   cuda::copy_bytes(&result, -1, partial + cuda::kSumSquaresBlocks, device, sizeof(double));
   return result;
+}
+
+void CudaBackend::sum_squares_into(const Tensor& x, Tensor& acc) const {
+  const char* api = "sum_squares_into";
+  const int device = cuda::cuda_device_of(api, x);
+  cuda::check_contiguous(api, x, "x");
+  ZT_CHECK(acc.dtype() == DType::f64 && acc.numel() == 1 && acc.device() == x.device() && acc.is_contiguous(), api,
+           "acc must be one f64 on ", x.device().str(), ", got ", acc.describe());
+  if (x.numel() == 0) return;
+  Tensor scratch = empty({cuda::kSumSquaresBlocks + 1}, DType::f64, x.device(), MemoryCategory::other);
+  double* partial = static_cast<double*>(scratch.raw_data());
+  cuda::DeviceGuard guard(device);
+  const cudaStream_t stream = cuda::current_stream(device);
+  dispatch_float(x.dtype(), api, [&]<typename T>() {
+    cuda::launch_sum_squares<T>(static_cast<const T*>(x.raw_data()), x.numel(), partial,
+                                partial + cuda::kSumSquaresBlocks, stream);
+  });
+  cuda::launch_axpby<double, double>(static_cast<double*>(acc.raw_data()), partial + cuda::kSumSquaresBlocks, 1.0, 1.0,
+                                     1, stream);
 }
 
 bool CudaBackend::all_finite(const Tensor& x) const {

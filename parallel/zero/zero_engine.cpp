@@ -430,24 +430,31 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   // belongs to one dp rank (stages 1-3; under stage 0 every dp rank holds the same full gradient),
   // each pipeline stage holds its own parameters, and a parameter replicated across tensor-parallel
   // ranks is counted on tp rank 0 only.
-  double local = 0;
+  // The sum stays on the device (one read below, the step's only synchronisation), and runs of
+  // adjacent counted segments of a shard are summed in one call.
+  Tensor sum;
   for (auto& U : units_) {
     if (U->empty) continue;
+    const Tensor& g = step_gradient(*U);
+    if (!sum.defined()) sum = zeros({1}, DType::f64, g.device());
+    const Backend& be = backend_for(g.device());
+    int64_t run_begin = 0, run_end = 0;  // the current run [run_begin, run_end) of the shard
     for (const ShardSegment& s : U->segments) {
       if (tp_rank_ != 0 && params_[static_cast<size_t>(s.param)].tp_replicated) continue;
-      const Tensor& g = step_gradient(*U);
-      local += backend_for(g.device()).sum_squares(narrow(g, 0, s.shard_begin, s.shard_end - s.shard_begin));
+      if (s.shard_begin != run_end) {
+        if (run_end > run_begin) be.sum_squares_into(narrow(g, 0, run_begin, run_end - run_begin), sum);
+        run_begin = s.shard_begin;
+      }
+      run_end = s.shard_end;
     }
+    if (run_end > run_begin) be.sum_squares_into(narrow(g, 0, run_begin, run_end - run_begin), sum);
   }
   std::vector<comm::Communicator*> groups = norm_groups_;
   if (config_.stage >= 1) groups.insert(groups.begin(), &dp_);
-  double total = local;
-  if (!groups.empty()) {
-    Tensor t = full({1}, local, DType::f64, dp_.device());
-    for (comm::Communicator* g : groups)
-      if (g->size() > 1) g->all_reduce(t, comm::ReduceOp::sum)->wait();
-    total = t.item();
-  }
+  Tensor t = !sum.defined() ? zeros({1}, DType::f64, dp_.device()) : sum.device() == dp_.device() ? sum : to(sum, dp_.device());
+  for (comm::Communicator* g : groups)
+    if (g->size() > 1) g->all_reduce(t, comm::ReduceOp::sum)->wait();
+  const double total = t.item();
   StepResult result;
   result.grad_norm = std::sqrt(total) / loss_scale;
   result.skipped = !std::isfinite(result.grad_norm);

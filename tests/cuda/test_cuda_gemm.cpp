@@ -134,5 +134,30 @@ TEST(CudaGemm, LinearEpiloguesMatchUnfusedReference) {
   expect_error([&] { cuda::linear_forward(x, w, Tensor(), cuda::GemmEpilogue::bias); }, {"[linear_forward]", "needs bias [6]"});
 }
 
+// Backend::linear, the entry the linear and linear_gelu ops use: the CUDA backend's fused epilogues
+// against the CPU backend's unfused default, with and without bias, aux output and GeLU.
+TEST(CudaGemm, BackendLinearMatchesCpu) {
+  ZT_REQUIRE_GPU();
+  const int64_t rows = 130, in = 72, out = 264;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Tensor x = randn_cpu({rows, in}, dtype, 11), w = randn_cpu({out, in}, dtype, 12, 0.1);
+    Tensor bias = randn_cpu({out}, dtype, 13);
+    Tol t = gemm_tol(dtype);
+    if (dtype == DType::f32) t.rel = 1e-4;  // cuBLASLt's GeLU epilogue uses a fast tanh
+    for (bool with_bias : {true, false}) {
+      for (bool gelu : {false, true}) {
+        const Tensor b = with_bias ? bias : Tensor();
+        Tensor pre_cpu, pre_gpu;
+        Tensor want = cpu().linear(x, w, b, gelu, gelu ? &pre_cpu : nullptr);
+        Tensor got = gpu().linear(to_gpu(x), to_gpu(w), with_bias ? to_gpu(bias) : Tensor(), gelu,
+                                  gelu ? &pre_gpu : nullptr);
+        const std::string what = std::string(dtype_name(dtype)) + (with_bias ? " bias" : "") + (gelu ? " gelu" : "");
+        expect_close(got, want, t, what);
+        if (gelu) expect_close(pre_gpu, pre_cpu, t, what + " pre-activation");
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace zt

@@ -1,5 +1,6 @@
 // matmul (batch broadcast, transpose flags), linear, and the CPU gemm kernel against naive loops
 // in f64; gradients against f64 finite differences.
+#include <cmath>
 #include <gtest/gtest.h>
 
 #include <random>
@@ -207,6 +208,25 @@ TEST(Linear, GradientsMatchFiniteDifferences) {
     gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); }, {x, w, b});
     gradcheck([](const std::vector<Tensor>& v) { return linear(v[0], v[1]); }, {x, w});
   }
+}
+
+TEST(LinearGelu, ForwardMatchesNaiveLoopsAndGradientsMatchFiniteDifferences) {
+  auto gelu_ref = [](double v) { return 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))); };
+  uint64_t seed = 1000;
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (bool with_bias : {true, false}) {
+      Tensor x = randn({2, 3, 7}, seed++, 0, dtype), w = randn({5, 7}, seed++, 0, dtype);
+      Tensor b = with_bias ? randn({5}, seed++, 0, dtype) : Tensor();
+      std::vector<double> want = naive_linear(x, w, b);
+      for (double& v : want) v = gelu_ref(v);
+      const double tol = dtype == DType::f64 ? 1e-12 : 1e-5;
+      expect_close(linear_gelu(x, w, b), {2, 3, 5}, want, tol, tol, std::string(dtype_name(dtype)));
+    }
+  }
+  Tensor x = randn({3, 4}, 21, 0, DType::f64), w = randn({5, 4}, 22, 0, DType::f64), b = randn({5}, 23, 0, DType::f64);
+  for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+  gradcheck([](const std::vector<Tensor>& v) { return linear_gelu(v[0], v[1], v[2]); }, {x, w, b});
+  gradcheck([](const std::vector<Tensor>& v) { return linear_gelu(v[0], v[1]); }, {x, w});
 }
 
 TEST(GemmKernel, AccumulateAddsToTheStartingValue) {
