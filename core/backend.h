@@ -112,6 +112,10 @@ class Backend {
   // Whether attention()/attention_backward() take this dtype and head dim. When not, the op builds
   // attention from matmul and softmax instead (T x T scores in memory; correct, not fast).
   virtual bool fused_attention_supported(DType dtype, int64_t head_dim) const { return true; }
+  // Whether attention()/attention_backward() read t ([B, H, T, D], q, k, v or grad_out) as it is;
+  // when not, the op passes a contiguous copy. Outputs may come back as views (CUDA: [B, H, T, D]
+  // views of [B, T, H, D] memory, Note [Attention layouts] in kernels/cuda/attention_common.cuh).
+  virtual bool attention_accepts_layout(const Tensor& t) const { return t.is_contiguous(); }
   virtual AttentionResult attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     double scale) const;
   virtual AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k,

@@ -22,9 +22,9 @@ class AttentionBackward final : public Node {
   void release() override { q_ = k_ = v_ = out_ = lse_ = Tensor(); }
 
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
-    Tensor dout = contiguous(grads[0]);
-    AttentionGrads g =
-        backend_for(dout.device()).attention_backward(dout, q_, k_, v_, out_, lse_, causal_, scale_);
+    const Backend& backend = backend_for(grads[0].device());
+    Tensor dout = backend.attention_accepts_layout(grads[0]) ? grads[0] : contiguous(grads[0]);
+    AttentionGrads g = backend.attention_backward(dout, q_, k_, v_, out_, lse_, causal_, scale_);
     return {g.dq, g.dk, g.dv};
   }
 
@@ -70,8 +70,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   ZT_CHECK(std::isfinite(s), api, "scale must be finite, got ", s);
   if (!backend_for(q.device()).fused_attention_supported(q.dtype(), q.size(3)))
     return ops::composite_attention(q, k, v, causal, s);
-  Tensor qc = contiguous(q.detach()), kc = contiguous(k.detach()), vc = contiguous(v.detach());
-  AttentionResult r = backend_for(q.device()).attention(qc, kc, vc, causal, s);
+  // Views the backend reads as they are (on CUDA, q, k and v straight out of the packed qkv
+  // projection) are not copied.
+  const Backend& backend = backend_for(q.device());
+  auto operand = [&](const Tensor& t) { return backend.attention_accepts_layout(t) ? t.detach() : contiguous(t.detach()); };
+  Tensor qc = operand(q), kc = operand(k), vc = operand(v);
+  AttentionResult r = backend.attention(qc, kc, vc, causal, s);
   if (needs_grad({&q, &k, &v}))
     record(std::make_shared<AttentionBackward>(qc, kc, vc, r.out.detach(), r.lse, causal, s), {q, k, v}, {&r.out});
   return r.out;

@@ -165,6 +165,59 @@ class CatBackward final : public Node {
   std::vector<int64_t> sizes_;
 };
 
+// The pieces' gradients laid side by side along dim_ (zeros for pieces that got none). When they
+// already are adjacent windows of one buffer that forms the whole gradient contiguously (CUDA
+// attention writes dq, dk and dv so, Note [Attention layouts]), that buffer is the result and
+// nothing is copied: the incoming gradients are this node's alone, and no op writes into its inputs.
+class SplitBackward final : public Node {
+ public:
+  SplitBackward(Shape in_shape, int64_t dim, std::vector<int64_t> sizes)
+      : in_shape_(std::move(in_shape)), dim_(dim), sizes_(std::move(sizes)) {}
+  std::string name() const override { return "SplitBackward"; }
+  int num_outputs() const override { return static_cast<int>(sizes_.size()); }
+  std::vector<Tensor> backward(const std::vector<Tensor>& g) override {
+    if (Tensor whole = adjacent_whole(g); whole.defined()) return {whole};
+    bool all = g.size() == sizes_.size();
+    for (const Tensor& t : g) all = all && t.defined();
+    Tensor out = all ? empty(in_shape_, dtype_of(g), device_of(g)) : zeros(in_shape_, dtype_of(g), device_of(g));
+    int64_t start = 0;
+    for (size_t i = 0; i < sizes_.size(); ++i) {
+      if (i < g.size() && g[i].defined()) {
+        Tensor window = narrow(out, dim_, start, sizes_[i]);
+        copy_(window, g[i]);
+      }
+      start += sizes_[i];
+    }
+    return {out};
+  }
+
+ private:
+  Tensor adjacent_whole(const std::vector<Tensor>& g) const {
+    if (g.size() != sizes_.size()) return Tensor();
+    for (const Tensor& t : g)
+      if (!t.defined() || t.storage() != g[0].storage() || t.strides() != g[0].strides()) return Tensor();
+    const int64_t step = g[0].strides()[static_cast<size_t>(dim_)];
+    int64_t offset = g[0].offset();
+    for (size_t i = 0; i < g.size(); ++i) {
+      if (g[i].offset() != offset) return Tensor();
+      offset += sizes_[i] * step;
+    }
+    Tensor whole = make_view(g[0], in_shape_, g[0].strides(), g[0].offset());
+    return whole.is_contiguous() ? whole : Tensor();
+  }
+  static const Tensor& first_defined(const std::vector<Tensor>& g) {
+    for (const Tensor& t : g)
+      if (t.defined()) return t;
+    ZT_FAIL("split", "backward without any gradient");
+  }
+  static DType dtype_of(const std::vector<Tensor>& g) { return first_defined(g).dtype(); }
+  static Device device_of(const std::vector<Tensor>& g) { return first_defined(g).device(); }
+
+  Shape in_shape_;
+  int64_t dim_;
+  std::vector<int64_t> sizes_;
+};
+
 class CloneBackward final : public Node {
  public:
   std::string name() const override { return "CloneBackward"; }
@@ -292,8 +345,20 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
   ZT_CHECK(split_size > 0, "split", "split_size must be positive, got ", split_size, " for ", x.describe());
   int64_t size = x.shape()[static_cast<size_t>(d)];
   std::vector<Tensor> pieces;
-  for (int64_t start = 0; start < size; start += split_size)
-    pieces.push_back(narrow(x, d, start, std::min(split_size, size - start)));
+  std::vector<int64_t> sizes;
+  for (int64_t start = 0; start < size; start += split_size) {
+    sizes.push_back(std::min(split_size, size - start));
+    Shape shape = x.shape();
+    shape[static_cast<size_t>(d)] = sizes.back();
+    pieces.push_back(make_view(x, shape, x.strides(), x.offset() + start * x.strides()[static_cast<size_t>(d)]));
+  }
+  // One node for all pieces: its backward writes the input's gradient once (a narrow per piece
+  // would each make a whole-size zero gradient and the engine would add them up).
+  if (needs_grad({&x})) {
+    std::vector<Tensor*> outs;
+    for (Tensor& p : pieces) outs.push_back(&p);
+    record(std::make_shared<SplitBackward>(x.shape(), d, sizes), {x}, outs);
+  }
   return pieces;
 }
 

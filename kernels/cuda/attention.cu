@@ -32,6 +32,15 @@ struct AttentionDims {
 // The kernels read 16-byte chunks of each row.
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
 
+// Note [Attention layouts] in attention_common.cuh: any B, H, T strides, unit D stride, 16-byte rows.
+bool layout_ok(const Tensor& t) {
+  if (t.dim() != 4 || t.strides()[3] != 1 || !aligned16(t)) return false;
+  const int64_t elem = static_cast<int64_t>(dtype_size(t.dtype()));
+  for (int d = 0; d < 3; ++d)
+    if ((t.strides()[static_cast<size_t>(d)] * elem) % 16 != 0) return false;
+  return true;
+}
+
 void check_operand(const char* api, const char* name, const Tensor& t, const Tensor& q) {
   ZT_CHECK(t.defined(), api, name, " is undefined");
   ZT_CHECK(t.device().is_cuda(), api, name, " must be on a CUDA device, got ", t.describe());
@@ -39,8 +48,28 @@ void check_operand(const char* api, const char* name, const Tensor& t, const Ten
   ZT_CHECK(t.dtype() == q.dtype(), api, name, " is ", dtype_name(t.dtype()), " but q is ", dtype_name(q.dtype()));
   ZT_CHECK(t.shape() == q.shape(), api, name, " has shape ", shape_str(t.shape()), " but q has ",
            shape_str(q.shape()), " (all are [B, H, T, D])");
-  ZT_CHECK(t.is_contiguous(), api, name, " must be contiguous, got strides ", shape_str(t.strides()));
-  ZT_CHECK(aligned16(t), api, name, " must start at a 16-byte aligned address (offset ", t.offset(), ")");
+  ZT_CHECK(layout_ok(t), api, name, " needs a unit stride in D and 16-byte aligned rows, got strides ",
+           shape_str(t.strides()), " at offset ", t.offset());
+}
+
+cuda::attn::HeadLayout head_layout(const Tensor& t) { return {t.strides()[0], t.strides()[1], t.strides()[2]}; }
+
+// [B, H, T, D] views of fresh [B, T, H, D] memory: what a following permute + reshape to [B, T, C]
+// reads without a copy.
+Tensor heads_last_view(const Tensor& like) {
+  const int64_t B = like.size(0), H = like.size(1), T = like.size(2), D = like.size(3);
+  Tensor memory = empty({B, T, H, D}, like.dtype(), like.device());
+  return make_view(memory, {B, H, T, D}, {T * H * D, D, H * D, 1}, 0);
+}
+
+// Whether q, k and v are the three parts of one [B, T, 3, H, D] buffer (a linear layer's packed
+// output), in that order.
+bool packed_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t H = q.size(1), T = q.size(2), D = q.size(3), C = H * D;
+  const Shape packed{T * 3 * C, D, 3 * C, 1};
+  return q.storage() == k.storage() && q.storage() == v.storage() && q.strides() == packed &&
+         k.strides() == packed && v.strides() == packed && k.offset() == q.offset() + C &&
+         v.offset() == q.offset() + 2 * C;
 }
 
 AttentionDims check_attention_inputs(const char* api, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -71,7 +100,7 @@ AttentionResult CudaBackend::attention(const Tensor& q, const Tensor& k, const T
   const char* api = "attention";
   const AttentionDims d = check_attention_inputs(api, q, k, v, scale);
   AttentionResult result;
-  result.out = empty(q.shape(), q.dtype(), q.device());
+  result.out = heads_last_view(q);
   result.lse = empty({d.batch, d.heads, d.seq}, DType::f32, q.device());
   if (q.numel() == 0) return result;
 
@@ -83,6 +112,11 @@ AttentionResult CudaBackend::attention(const Tensor& q, const Tensor& k, const T
   p.v = v.raw_data();
   p.out = result.out.raw_data();
   p.lse = result.lse.data<float>();
+  p.lq = head_layout(q);
+  p.lk = head_layout(k);
+  p.lv = head_layout(v);
+  p.lout = head_layout(result.out);
+  p.heads = static_cast<int>(d.heads);
   p.batch_heads = static_cast<int>(d.batch * d.heads);
   p.seq_len = static_cast<int>(d.seq);
   p.scale = static_cast<float>(scale);
@@ -104,10 +138,20 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
            api, "lse must be contiguous f32 [B, H, T] = ", shape_str({d.batch, d.heads, d.seq}), " on ",
            q.device().str(), ", got ", lse.defined() ? lse.describe() : std::string("undefined"));
 
+  // The gradients take q, k and v's layout when those are one packed buffer (so the split that
+  // made them concatenates its gradients without a copy), else [B, T, H, D] memory each.
   AttentionGrads grads;
-  grads.dq = empty(q.shape(), q.dtype(), q.device());
-  grads.dk = empty(q.shape(), q.dtype(), q.device());
-  grads.dv = empty(q.shape(), q.dtype(), q.device());
+  if (packed_qkv(q, k, v)) {
+    const int64_t C = d.heads * d.head_dim;
+    Tensor memory = empty({d.batch, d.seq, 3 * C}, q.dtype(), q.device());
+    grads.dq = make_view(memory, q.shape(), q.strides(), 0);
+    grads.dk = make_view(memory, q.shape(), q.strides(), C);
+    grads.dv = make_view(memory, q.shape(), q.strides(), 2 * C);
+  } else {
+    grads.dq = heads_last_view(q);
+    grads.dk = heads_last_view(q);
+    grads.dv = heads_last_view(q);
+  }
   if (q.numel() == 0) return grads;
 
   const int device = q.device().index;
@@ -126,6 +170,15 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
   p.dq = grads.dq.raw_data();
   p.dk = grads.dk.raw_data();
   p.dv = grads.dv.raw_data();
+  p.lq = head_layout(q);
+  p.lk = head_layout(k);
+  p.lv = head_layout(v);
+  p.lout = head_layout(out);
+  p.ldout = head_layout(grad_out);
+  p.ldq = head_layout(grads.dq);
+  p.ldk = head_layout(grads.dk);
+  p.ldv = head_layout(grads.dv);
+  p.heads = static_cast<int>(d.heads);
   p.batch_heads = static_cast<int>(d.batch * d.heads);
   p.seq_len = static_cast<int>(d.seq);
   p.scale = static_cast<float>(scale);
@@ -134,6 +187,8 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
                                                 cuda::current_stream(device)));
   return grads;
 }
+
+bool CudaBackend::attention_accepts_layout(const Tensor& t) const { return layout_ok(t); }
 
 bool CudaBackend::fused_attention_supported(DType dtype, int64_t head_dim) const {
   return (dtype == DType::bf16 || dtype == DType::f16) && (head_dim == 64 || head_dim == 128);

@@ -27,8 +27,8 @@ namespace zt::cuda::attn {
 // lanes of the accumulator layout (rows g and g + 8) and written out for the dK/dV kernel, which
 // runs after the dQ kernel. Rows past T get 0 and are not written.
 template <typename Elem, int D>
-__device__ __forceinline__ void warp_delta(const Elem* s_do_rows, const Elem* out, float* delta, int row0, int T,
-                                           int lane, float (&dlt)[2]) {
+__device__ __forceinline__ void warp_delta(const Elem* s_do_rows, const Elem* out, int64_t out_row_stride, float* delta,
+                                           int row0, int T, int lane, float (&dlt)[2]) {
   constexpr int kStride = D + kPad;
   const int r = lane >> 1, half = lane & 1;
   const int row = row0 + r;
@@ -38,7 +38,7 @@ __device__ __forceinline__ void warp_delta(const Elem* s_do_rows, const Elem* ou
     for (int c = 0; c < D / 16; ++c) {
       const int col = half * (D / 2) + c * 8;
       const uint4 a = *reinterpret_cast<const uint4*>(s_do_rows + r * kStride + col);
-      const uint4 b = *reinterpret_cast<const uint4*>(out + static_cast<int64_t>(row) * D + col);
+      const uint4 b = *reinterpret_cast<const uint4*>(out + static_cast<int64_t>(row) * out_row_stride + col);
       const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -96,11 +96,10 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dkdv_kernel(BackwardPar
   const int g = lane >> 2, t4 = lane & 3;
   const int bh = blockIdx.x;
   const int kv0 = blockIdx.y * kBlockN;  // causal: the first key tiles see the most queries, and go first
-  const int64_t head = static_cast<int64_t>(bh) * T * D;
-  const Elem* q = static_cast<const Elem*>(p.q) + head;
-  const Elem* k = static_cast<const Elem*>(p.k) + head;
-  const Elem* v = static_cast<const Elem*>(p.v) + head;
-  const Elem* dout = static_cast<const Elem*>(p.grad_out) + head;
+  const Elem* q = static_cast<const Elem*>(p.q) + head_start(p.lq, bh, p.heads);
+  const Elem* k = static_cast<const Elem*>(p.k) + head_start(p.lk, bh, p.heads);
+  const Elem* v = static_cast<const Elem*>(p.v) + head_start(p.lv, bh, p.heads);
+  const Elem* dout = static_cast<const Elem*>(p.grad_out) + head_start(p.ldout, bh, p.heads);
   const float* lse = p.lse + static_cast<int64_t>(bh) * T;
   const float* delta = p.delta + static_cast<int64_t>(bh) * T;
 
@@ -111,8 +110,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dkdv_kernel(BackwardPar
   // are read only after the barrier that also publishes the cp.async data). Queries past T get
   // lse = +inf, so their p is exactly 0 and they add nothing.
   auto load_query_tile = [&](int m, int buf) {
-    load_tile_async<kBlockM, D, kThreads>(s_q + buf * Cfg::kTileQ, q, m * kBlockM, T, tid);
-    load_tile_async<kBlockM, D, kThreads>(s_do + buf * Cfg::kTileQ, dout, m * kBlockM, T, tid);
+    load_tile_async<kBlockM, D, kThreads>(s_q + buf * Cfg::kTileQ, q, p.lq.row, m * kBlockM, T, tid);
+    load_tile_async<kBlockM, D, kThreads>(s_do + buf * Cfg::kTileQ, dout, p.ldout.row, m * kBlockM, T, tid);
     for (int i = tid; i < kBlockM; i += kThreads) {
       const int row = m * kBlockM + i;
       s_lse[buf * kBlockM + i] = row < T ? lse[row] * kLog2e : INFINITY;
@@ -120,8 +119,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dkdv_kernel(BackwardPar
     }
   };
 
-  load_tile_async<kBlockN, D, kThreads>(s_k, k, kv0, T, tid);
-  load_tile_async<kBlockN, D, kThreads>(s_v, v, kv0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_k, k, p.lk.row, kv0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_v, v, p.lv.row, kv0, T, tid);
   cp_async_commit();
   load_query_tile(m_begin, 0);
   cp_async_commit();
@@ -224,10 +223,10 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dkdv_kernel(BackwardPar
   }
 
   // Each warp stages its results through its own 16 rows of the k and v tiles.
-  store_warp_tile<Elem, D>(dk, p.scale, p.scale, s_k + 16 * warp * kStride, static_cast<Elem*>(p.dk) + head,
-                           warp_key0, T, lane);
-  store_warp_tile<Elem, D>(dv, 1.f, 1.f, s_v + 16 * warp * kStride, static_cast<Elem*>(p.dv) + head, warp_key0, T,
-                           lane);
+  store_warp_tile<Elem, D>(dk, p.scale, p.scale, s_k + 16 * warp * kStride,
+                           static_cast<Elem*>(p.dk) + head_start(p.ldk, bh, p.heads), p.ldk.row, warp_key0, T, lane);
+  store_warp_tile<Elem, D>(dv, 1.f, 1.f, s_v + 16 * warp * kStride,
+                           static_cast<Elem*>(p.dv) + head_start(p.ldv, bh, p.heads), p.ldv.row, warp_key0, T, lane);
 }
 
 // ---- dQ (and Delta), one block per query tile -------------------------------------------------------------
@@ -262,20 +261,19 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dq_kernel(BackwardParam
   const int g = lane >> 2, t4 = lane & 3;
   const int bh = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;
-  const int64_t head = static_cast<int64_t>(bh) * T * D;
-  const Elem* q = static_cast<const Elem*>(p.q) + head;
-  const Elem* k = static_cast<const Elem*>(p.k) + head;
-  const Elem* v = static_cast<const Elem*>(p.v) + head;
-  const Elem* dout = static_cast<const Elem*>(p.grad_out) + head;
+  const Elem* q = static_cast<const Elem*>(p.q) + head_start(p.lq, bh, p.heads);
+  const Elem* k = static_cast<const Elem*>(p.k) + head_start(p.lk, bh, p.heads);
+  const Elem* v = static_cast<const Elem*>(p.v) + head_start(p.lv, bh, p.heads);
+  const Elem* dout = static_cast<const Elem*>(p.grad_out) + head_start(p.ldout, bh, p.heads);
 
   const int kv_end = p.causal ? min(T, q0 + kBlockM) : T;
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
 
-  load_tile_async<kBlockM, D, kThreads>(s_q, q, q0, T, tid);
-  load_tile_async<kBlockM, D, kThreads>(s_do, dout, q0, T, tid);
+  load_tile_async<kBlockM, D, kThreads>(s_q, q, p.lq.row, q0, T, tid);
+  load_tile_async<kBlockM, D, kThreads>(s_do, dout, p.ldout.row, q0, T, tid);
   cp_async_commit();
-  load_tile_async<kBlockN, D, kThreads>(s_k, k, 0, T, tid);
-  load_tile_async<kBlockN, D, kThreads>(s_v, v, 0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_k, k, p.lk.row, 0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_v, v, p.lv.row, 0, T, tid);
   cp_async_commit();
 
   const int warp_row0 = q0 + 16 * warp;
@@ -288,8 +286,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dq_kernel(BackwardParam
   cp_async_wait<1>();  // q and dO
   __syncthreads();
   float dlt[2];
-  warp_delta<Elem, D>(s_do + 16 * warp * kStride, static_cast<const Elem*>(p.out) + head,
-                      p.delta + static_cast<int64_t>(bh) * T, warp_row0, T, lane, dlt);
+  warp_delta<Elem, D>(s_do + 16 * warp * kStride, static_cast<const Elem*>(p.out) + head_start(p.lout, bh, p.heads),
+                      p.lout.row, p.delta + static_cast<int64_t>(bh) * T, warp_row0, T, lane, dlt);
   const int a_off = a_or_trans_offset<kStride>(lane);
   const int b_off = b_offset<kStride>(lane);
   AOperand<D, true> q_frag, do_frag;
@@ -303,8 +301,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dq_kernel(BackwardParam
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int buf = tile & 1;
     if (tile + 1 < num_tiles) {
-      load_tile_async<kBlockN, D, kThreads>(s_k + (buf ^ 1) * Cfg::kTileKV, k, (tile + 1) * kBlockN, T, tid);
-      load_tile_async<kBlockN, D, kThreads>(s_v + (buf ^ 1) * Cfg::kTileKV, v, (tile + 1) * kBlockN, T, tid);
+      load_tile_async<kBlockN, D, kThreads>(s_k + (buf ^ 1) * Cfg::kTileKV, k, p.lk.row, (tile + 1) * kBlockN, T, tid);
+      load_tile_async<kBlockN, D, kThreads>(s_v + (buf ^ 1) * Cfg::kTileKV, v, p.lv.row, (tile + 1) * kBlockN, T, tid);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -371,8 +369,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_dq_kernel(BackwardParam
     __syncthreads();
   }
 
-  store_warp_tile<Elem, D>(dq, p.scale, p.scale, s_q + 16 * warp * kStride, static_cast<Elem*>(p.dq) + head,
-                           warp_row0, T, lane);
+  store_warp_tile<Elem, D>(dq, p.scale, p.scale, s_q + 16 * warp * kStride,
+                           static_cast<Elem*>(p.dq) + head_start(p.ldq, bh, p.heads), p.ldq.row, warp_row0, T, lane);
 }
 
 // ---- launchers -----------------------------------------------------------------------------------

@@ -29,13 +29,28 @@
 
 namespace zt::cuda::attn {
 
-// ---- launch parameters (all tensors contiguous [B, H, T, D]; lse and delta f32 [B, H, T]) ------
+// ---- launch parameters ---------------------------------------------------------------------------
+// Note [Attention layouts]: q, k, v, out and their gradients are [B, H, T, D] with any element
+// strides for B, H and T and a unit stride for D, so the kernels read q, k and v straight out of a
+// linear layer's packed [B, T, 3, H, D] output and write [B, T, H, D] (no permute copies around
+// attention). Every row start must be 16-byte aligned. lse and delta are f32 [B, H, T] contiguous.
+struct HeadLayout {
+  int64_t batch = 0, head = 0, row = 0;  // element strides of B, H and T
+};
+
+// Where row 0 of (batch, head) = divmod(bh, heads) starts.
+__host__ __device__ __forceinline__ int64_t head_start(const HeadLayout& l, int bh, int heads) {
+  return static_cast<int64_t>(bh / heads) * l.batch + static_cast<int64_t>(bh % heads) * l.head;
+}
+
 struct ForwardParams {
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
   void* out = nullptr;
   float* lse = nullptr;
+  HeadLayout lq, lk, lv, lout;
+  int heads = 1;        // H
   int batch_heads = 0;  // B * H
   int seq_len = 0;      // T
   float scale = 0;      // multiplies q.k before the softmax
@@ -53,6 +68,8 @@ struct BackwardParams {
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;
+  HeadLayout lq, lk, lv, lout, ldout, ldq, ldk, ldv;
+  int heads = 1;
   int batch_heads = 0;
   int seq_len = 0;
   float scale = 0;
@@ -160,7 +177,8 @@ __device__ __forceinline__ void cp_async_wait() {
 // become zeros (their source address is clamped to row 0 so no byte outside the tensor is named).
 // Consecutive threads take consecutive 16-byte chunks of a row: coalesced reads.
 template <int kRows, int D, int kThreads, typename Elem>
-__device__ __forceinline__ void load_tile_async(Elem* smem, const Elem* gmem, int row0, int T, int tid) {
+__device__ __forceinline__ void load_tile_async(Elem* smem, const Elem* gmem, int64_t row_stride, int row0, int T,
+                                                int tid) {
   constexpr int kChunksPerRow = D / 8;
   constexpr int kChunks = kRows * kChunksPerRow;
   static_assert(kChunks % kThreads == 0, "tile copy assumes whole rounds of the block");
@@ -171,7 +189,7 @@ __device__ __forceinline__ void load_tile_async(Elem* smem, const Elem* gmem, in
     const int col = (c % kChunksPerRow) * 8;
     const int grow = row0 + r;
     const bool valid = grow < T;
-    cp_async_16(smem_u32(smem + r * (D + kPad) + col), gmem + static_cast<int64_t>(valid ? grow : 0) * D + col,
+    cp_async_16(smem_u32(smem + r * (D + kPad) + col), gmem + static_cast<int64_t>(valid ? grow : 0) * row_stride + col,
                 valid);
   }
 }
@@ -181,7 +199,8 @@ __device__ __forceinline__ void load_tile_async(Elem* smem, const Elem* gmem, in
 // be rows only this warp uses; rows at or past T are not written.
 template <typename Elem, int D>
 __device__ __forceinline__ void store_warp_tile(const float (&acc)[D / 8][4], float scale_lo, float scale_hi,
-                                                Elem* stage, Elem* gmem, int row0, int T, int lane) {
+                                                Elem* stage, Elem* gmem, int64_t row_stride, int row0, int T,
+                                                int lane) {
   constexpr int kStride = D + kPad;
   const int g = lane >> 2, t = lane & 3;
   __syncwarp();
@@ -200,7 +219,7 @@ __device__ __forceinline__ void store_warp_tile(const float (&acc)[D / 8][4], fl
     const int r = c / kChunksPerRow;
     const int col = (c % kChunksPerRow) * 8;
     if (row0 + r < T) {
-      *reinterpret_cast<uint4*>(gmem + static_cast<int64_t>(row0 + r) * D + col) =
+      *reinterpret_cast<uint4*>(gmem + static_cast<int64_t>(row0 + r) * row_stride + col) =
           *reinterpret_cast<const uint4*>(stage + r * kStride + col);
     }
   }

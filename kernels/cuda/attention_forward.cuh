@@ -49,18 +49,17 @@ __global__ void __launch_bounds__(32 * kWarps) attention_forward_kernel(ForwardP
   const int g = lane >> 2, t4 = lane & 3;
   const int bh = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;  // longest (causal) tiles first
-  const int64_t head = static_cast<int64_t>(bh) * T * D;
-  const Elem* q = static_cast<const Elem*>(p.q) + head;
-  const Elem* k = static_cast<const Elem*>(p.k) + head;
-  const Elem* v = static_cast<const Elem*>(p.v) + head;
+  const Elem* q = static_cast<const Elem*>(p.q) + head_start(p.lq, bh, p.heads);
+  const Elem* k = static_cast<const Elem*>(p.k) + head_start(p.lk, bh, p.heads);
+  const Elem* v = static_cast<const Elem*>(p.v) + head_start(p.lv, bh, p.heads);
 
   const int kv_end = p.causal ? min(T, q0 + kBlockM) : T;
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
 
-  load_tile_async<kBlockM, D, kThreads>(s_q, q, q0, T, tid);
+  load_tile_async<kBlockM, D, kThreads>(s_q, q, p.lq.row, q0, T, tid);
   cp_async_commit();
-  load_tile_async<kBlockN, D, kThreads>(s_k, k, 0, T, tid);
-  load_tile_async<kBlockN, D, kThreads>(s_v, v, 0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_k, k, p.lk.row, 0, T, tid);
+  load_tile_async<kBlockN, D, kThreads>(s_v, v, p.lv.row, 0, T, tid);
   cp_async_commit();
 
   const int warp_row0 = q0 + 16 * warp;  // first query row of this warp
@@ -84,8 +83,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_forward_kernel(ForwardP
     const int buf = tile & 1;
     if (tile + 1 < num_tiles) {
       // The buffer written here was last read in the previous iteration, which ended in a barrier.
-      load_tile_async<kBlockN, D, kThreads>(s_k + (buf ^ 1) * Cfg::kTileKV, k, (tile + 1) * kBlockN, T, tid);
-      load_tile_async<kBlockN, D, kThreads>(s_v + (buf ^ 1) * Cfg::kTileKV, v, (tile + 1) * kBlockN, T, tid);
+      load_tile_async<kBlockN, D, kThreads>(s_k + (buf ^ 1) * Cfg::kTileKV, k, p.lk.row, (tile + 1) * kBlockN, T, tid);
+      load_tile_async<kBlockN, D, kThreads>(s_v + (buf ^ 1) * Cfg::kTileKV, v, p.lv.row, (tile + 1) * kBlockN, T, tid);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -185,8 +184,8 @@ __global__ void __launch_bounds__(32 * kWarps) attention_forward_kernel(ForwardP
     row_sum[r] = quad_sum(row_sum[r]);
     inv[r] = 1.f / row_sum[r];
   }
-  store_warp_tile<Elem, D>(acc, inv[0], inv[1], s_q + 16 * warp * kStride, static_cast<Elem*>(p.out) + head,
-                           warp_row0, T, lane);
+  store_warp_tile<Elem, D>(acc, inv[0], inv[1], s_q + 16 * warp * kStride,
+                           static_cast<Elem*>(p.out) + head_start(p.lout, bh, p.heads), p.lout.row, warp_row0, T, lane);
   if (t4 == 0) {
     float* lse = p.lse + static_cast<int64_t>(bh) * T;
     if (row_lo < T) lse[row_lo] = row_max[0] * p.scale + logf(row_sum[0]);

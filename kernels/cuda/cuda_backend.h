@@ -9,6 +9,7 @@ namespace zt {
 class CudaBackend final : public Backend {
  public:
   DeviceType device_type() const override { return DeviceType::cuda; }
+  bool attention_accepts_layout(const Tensor& t) const override;
   bool fused_attention_supported(DType dtype, int64_t head_dim) const override;
   void copy_strided(const Tensor& src, Tensor& dst) const override;
   void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) const override;

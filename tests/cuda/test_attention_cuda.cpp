@@ -185,6 +185,58 @@ void run_case(const Case& c, uint64_t seed) {
   EXPECT_EQ(read_back(again.dv), read_back(grads.dv));
 }
 
+// Note [Attention layouts]: q, k and v read straight out of a packed [B, T, 3, H, D] buffer (as the
+// qkv projection writes it), the output as [B, T, H, D] memory, and the gradients written back in
+// the packed layout, against the same reference as the contiguous case.
+TEST(AttentionCuda, PackedQkvViewsAndHeadsLastOutput) {
+  SKIP_WITHOUT_GPU();
+  const Case c{2, 3, 200, 64, true};
+  const int64_t B = c.B, H = c.H, T = c.T, D = c.D, C = H * D, n = B * H * T * D;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const std::vector<double> packed = random_values(B * T * 3 * C, c.dtype, 1.0, 501);
+  const std::vector<double> dout_btc = random_values(n, c.dtype, 1.0, 502);
+  // The same values in [B, H, T, D] order for the reference.
+  std::vector<double> q(n), k(n), v(n), dout(n);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t d = 0; d < D; ++d) {
+          const size_t bhtd = static_cast<size_t>(((b * H + h) * T + t) * D + d);
+          const size_t row = static_cast<size_t>((b * T + t) * 3 * C + h * D + d);
+          q[bhtd] = packed[row];
+          k[bhtd] = packed[row + C];
+          v[bhtd] = packed[row + 2 * C];
+          dout[bhtd] = dout_btc[static_cast<size_t>((b * T + t) * C + h * D + d)];
+        }
+  const Device gpu = Device::cuda(0);
+  Tensor qkv = from_vector_as(packed, {B, T, 3 * C}, c.dtype, gpu);
+  const Shape heads{B, H, T, D}, strides{T * 3 * C, D, 3 * C, 1};
+  Tensor tq = make_view(qkv, heads, strides, 0), tk = make_view(qkv, heads, strides, C),
+         tv = make_view(qkv, heads, strides, 2 * C);
+  Tensor g_btc = from_vector_as(dout_btc, {B, T, C}, c.dtype, gpu);
+  Tensor tdout = make_view(g_btc, heads, {T * C, D, C, 1}, 0);
+  const Backend& backend = cuda::backend();
+  ASSERT_TRUE(backend.attention_accepts_layout(tq));
+  const AttentionResult fwd = backend.attention(tq, tk, tv, true, scale);
+  EXPECT_EQ(fwd.out.strides(), Shape({T * C, D, C, 1})) << "output is [B, T, H, D] memory";
+  const std::vector<double> out = read_back(fwd.out);
+  const Reference ref = reference_attention(c, scale, q, k, v, dout, out);
+  expect_close("out", out, ref.out, 2e-2);
+  const AttentionGrads g = backend.attention_backward(tdout, tq, tk, tv, fwd.out, fwd.lse, true, scale);
+  EXPECT_EQ(g.dq.strides(), strides) << "gradients take the packed layout";
+  EXPECT_EQ(g.dk.storage(), g.dq.storage());
+  EXPECT_EQ(g.dk.offset(), g.dq.offset() + C);
+  EXPECT_EQ(g.dv.offset(), g.dq.offset() + 2 * C);
+  expect_close("dq", read_back(g.dq), ref.dq, 2e-2);
+  expect_close("dk", read_back(g.dk), ref.dk, 2e-2);
+  expect_close("dv", read_back(g.dv), ref.dv, 2e-2);
+  // A misaligned view (rows of 3C + 1 elements) is refused with the layout rule.
+  Tensor odd = from_vector_as(random_values(B * T * (3 * C + 1), c.dtype, 1.0, 503), {B, T, 3 * C + 1}, c.dtype, gpu);
+  Tensor bad = make_view(odd, heads, {T * (3 * C + 1), D, 3 * C + 1, 1}, 0);
+  EXPECT_FALSE(backend.attention_accepts_layout(bad));
+  EXPECT_THROW(backend.attention(bad, bad, bad, true, scale), Error);
+}
+
 TEST(AttentionCuda, ShortSequencesAndPartialTiles) {
   SKIP_WITHOUT_GPU();
   uint64_t seed = 100;

@@ -212,6 +212,25 @@ TEST(LayoutGrad, SplitAndCat) {
       {x});
 }
 
+TEST(LayoutGrad, SplitWithUnusedPiecesAndAdjacentGradients) {
+  Tensor x = random_f64({6, 3}, 5).set_requires_grad(true);
+  // A piece that gets no gradient contributes zeros.
+  gradcheck([](const std::vector<Tensor>& in) { return mul_scalar(split(in[0], 4, 0)[1], 3.0); }, {x});
+  // Gradients that already are adjacent windows of one buffer (as CUDA attention writes dq, dk
+  // and dv) become the input's gradient as they are: same values, same memory, no copy.
+  std::vector<Tensor> parts = split(x, 2, 0);
+  Tensor buffer = random_f64({6, 3}, 6);
+  std::vector<Tensor> grads = split(buffer, 2, 0);
+  std::vector<Tensor> got = grad(parts, {x}, grads);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].storage(), buffer.storage());
+  EXPECT_EQ(got[0].to_vector<double>(), buffer.to_vector<double>());
+  // Not adjacent (swapped): copied into place.
+  std::vector<Tensor> swapped = grad(parts, {x}, {grads[1], grads[0], grads[2]});
+  EXPECT_NE(swapped[0].storage(), buffer.storage());
+  EXPECT_EQ(narrow(swapped[0], 0, 0, 2).to_vector<double>(), grads[1].to_vector<double>());
+}
+
 TEST(LayoutGrad, ToDtype) {
   Tensor x = random_noncontiguous_f64({3, 4}, 5).set_requires_grad(true);
   // Through f32 and back: the gradient is cast back to f64 (exact for these values up to f32 rounding).
