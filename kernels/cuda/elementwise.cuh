@@ -118,46 +118,50 @@ __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict_
   for (int64_t i = n / V * V + first; i < n; i += step) y[i] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(x[i]), s));
 }
 
+// xv and yv are x and y as arithmetic values; a missing y (has_y false) is recomputed from x.
 template <typename G, typename X>
-__device__ __forceinline__ G unary_backward_element(UnaryOp op, G grad, const X* x, const X* y, int64_t i,
+__device__ __forceinline__ G unary_backward_element(UnaryOp op, G grad, acc_t<X> xv, acc_t<X> yv, bool has_y,
                                                     acc_t<X> s) {
   using A = acc_t<X>;
-  const A xv = x != nullptr ? to_acc(x[i]) : A(0);
-  const A yv = y != nullptr ? to_acc(y[i]) : apply_unary<A>(op, xv, s);
-  const A d = unary_derivative<A>(op, xv, yv, s);
+  const A y = has_y ? yv : apply_unary<A>(op, xv, s);
+  const A d = unary_derivative<A>(op, xv, y, s);
   return from_acc<G>(static_cast<acc_t<G>>(static_cast<A>(to_acc(grad)) * d));
 }
 
 // x or y may be null when the op's derivative does not need it; a missing y is recomputed from x.
-// The V-wide loop moves grad and dx as Packs; x and y are read element by element from the same
-// cache lines (the compiler merges them where aligned).
+// Values, not pointers into the Packs, reach the element function: a pointer into a register
+// array would put it in local memory.
 template <typename G, typename X, int V>
 __global__ void unary_backward_kernel(UnaryOp op, const G* __restrict__ grad, const X* __restrict__ x,
                                       const X* __restrict__ y, G* __restrict__ dx, acc_t<X> s, int64_t n) {
+  using A = acc_t<X>;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const bool has_x = x != nullptr, has_y = y != nullptr;
   for (int64_t i = first; i < n / V; i += step) {
     const Pack<G, V> pg = reinterpret_cast<const Pack<G, V>*>(grad)[i];
     Pack<X, V> px{}, py{};
-    if (x != nullptr) px = reinterpret_cast<const Pack<X, V>*>(x)[i];
-    if (y != nullptr) py = reinterpret_cast<const Pack<X, V>*>(y)[i];
+    if (has_x) px = reinterpret_cast<const Pack<X, V>*>(x)[i];
+    if (has_y) py = reinterpret_cast<const Pack<X, V>*>(y)[i];
     Pack<G, V> pd;
 #pragma unroll
     for (int j = 0; j < V; ++j)
-      pd.v[j] = unary_backward_element<G, X>(op, pg.v[j], x != nullptr ? px.v + j : nullptr,
-                                             y != nullptr ? py.v + j : nullptr, 0, s);
+      pd.v[j] = unary_backward_element<G, X>(op, pg.v[j], has_x ? A(to_acc(px.v[j])) : A(0),
+                                             has_y ? A(to_acc(py.v[j])) : A(0), has_y, s);
     reinterpret_cast<Pack<G, V>*>(dx)[i] = pd;
   }
-  for (int64_t i = n / V * V + first; i < n; i += step) dx[i] = unary_backward_element<G, X>(op, grad[i], x, y, i, s);
+  for (int64_t i = n / V * V + first; i < n; i += step)
+    dx[i] = unary_backward_element<G, X>(op, grad[i], has_x ? A(to_acc(x[i])) : A(0), has_y ? A(to_acc(y[i])) : A(0),
+                                         has_y, s);
 }
 
 // dst = dst_scale * dst + alpha * src (axpy: dst_scale 1; scale: src null).
 template <typename D, typename S>
-__device__ __forceinline__ D axpby_element(D dst, const S* src, double alpha, double dst_scale) {
+__device__ __forceinline__ D axpby_element(D dst, S src, bool has_src, double alpha, double dst_scale) {
   using A = std::conditional_t<std::is_same_v<D, double> || std::is_same_v<S, double>, double, float>;
   const A v = static_cast<A>(to_acc(dst));
-  return from_acc<D>(src != nullptr ? v * static_cast<A>(dst_scale) + static_cast<A>(alpha) * static_cast<A>(to_acc(*src))
-                                    : v * static_cast<A>(dst_scale));
+  return from_acc<D>(has_src ? v * static_cast<A>(dst_scale) + static_cast<A>(alpha) * static_cast<A>(to_acc(src))
+                             : v * static_cast<A>(dst_scale));
 }
 
 template <typename D, typename S, int V>
@@ -169,11 +173,11 @@ __global__ void axpby_kernel(D* __restrict__ dst, const S* __restrict__ src, dou
     Pack<S, V> ps{};
     if (src != nullptr) ps = reinterpret_cast<const Pack<S, V>*>(src)[i];
 #pragma unroll
-    for (int j = 0; j < V; ++j) pd.v[j] = axpby_element<D, S>(pd.v[j], src != nullptr ? ps.v + j : nullptr, alpha, dst_scale);
+    for (int j = 0; j < V; ++j) pd.v[j] = axpby_element<D, S>(pd.v[j], ps.v[j], src != nullptr, alpha, dst_scale);
     reinterpret_cast<Pack<D, V>*>(dst)[i] = pd;
   }
   for (int64_t i = n / V * V + first; i < n; i += step)
-    dst[i] = axpby_element<D, S>(dst[i], src != nullptr ? src + i : nullptr, alpha, dst_scale);
+    dst[i] = axpby_element<D, S>(dst[i], src != nullptr ? src[i] : S{}, src != nullptr, alpha, dst_scale);
 }
 
 // y[i] = x[i] / (1 - p) when rng::uniform(seed, offset + i) >= p, else 0. One thread per Philox

@@ -297,8 +297,11 @@ TEST(AttentionCuda, RejectsBadInputs) {
   expect_error([&] { backend.attention(q, q, q, true, -1.0); }, "scale must be positive");
   const Tensor cpu_k = from_vector_as(random_values(shape_numel(s), DType::bf16, 1.0, 6), s, DType::bf16);
   expect_error([&] { backend.attention(q, cpu_k, q, true, 0.125); }, "CUDA device");
+  // Strided rows are fine (Note [Attention layouts]); a non-unit stride in D is not.
   const Tensor strided = transpose(rand({1, 16, 2, 64}, DType::bf16), 1, 2);  // [1, 2, 16, 64], not contiguous
-  expect_error([&] { backend.attention(q, strided, q, true, 0.125); }, "contiguous");
+  EXPECT_NO_THROW(backend.attention(q, strided, q, true, 0.125));
+  const Tensor d_strided = transpose(rand({1, 2, 64, 16}, DType::bf16), 2, 3);  // [1, 2, 16, 64], D stride 16
+  expect_error([&] { backend.attention(q, d_strided, q, true, 0.125); }, "unit stride in D");
   const AttentionResult fwd = backend.attention(q, q, q, true, 0.125);
   const Tensor bad_lse = rand({1, 2, 15}, DType::f32);
   expect_error([&] { backend.attention_backward(q, q, q, q, fwd.out, bad_lse, true, 0.125); }, "lse must be");
