@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
       const double act = static_cast<double>(tokens * vocab) * 2;
       rows.push_back({"classifier_fwd_bwd", dims({tokens, vocab}) + " bf16", time_ms(opt, [&] {
                         CrossEntropyResult r = gpu().cross_entropy(logits, targets, -100, valid_vocab);
-                        gpu().cross_entropy_backward(logits, targets, r.lse, -100, valid_vocab, 1.0 / tokens, Tensor());
+                        gpu().cross_entropy_backward(logits, targets, r.lse, -100, valid_vocab, 1.0 / tokens, Tensor(), false);
                       }),
                       0, 3 * act});
       Tensor dlogits = empty({tokens, vocab}, bf16, Device::cuda(0));

@@ -74,7 +74,7 @@ CrossEntropyResult Backend::cross_entropy(const Tensor&, const Tensor&, int64_t,
   not_implemented("cross_entropy");
 }
 Tensor Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t, double,
-                                       const Tensor&) const {
+                                       const Tensor&, bool) const {
   not_implemented("cross_entropy_backward");
 }
 Tensor Backend::dropout(const Tensor&, double, uint64_t, uint64_t) const { not_implemented("dropout"); }

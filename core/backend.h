@@ -126,10 +126,12 @@ class Backend {
   // dlogits = grad_scale * (softmax(logits) - onehot(target)) for non-ignored rows, 0 elsewhere
   // and in padded columns; dtype of logits.
   // When scale_by (an f32 scalar on the logits' device) is given, grad_scale is multiplied by its
-  // value on the device: the mean loss's backward needs no host synchronisation.
+  // value on the device: the mean loss's backward needs no host synchronisation. With in_place,
+  // dlogits overwrite the logits (for a caller that holds them alone: the largest activation of a
+  // GPT is then not held twice at the loss's backward).
   virtual Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         int64_t ignore_index, int64_t valid_vocab, double grad_scale,
-                                        const Tensor& scale_by) const;
+                                        const Tensor& scale_by, bool in_place) const;
   // y = x * keep / (1 - p), keep = draw(seed, offset + i) >= p; also its own backward.
   virtual Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const;
 

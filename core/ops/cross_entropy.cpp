@@ -29,8 +29,12 @@ class CrossEntropyBackward final : public Node {
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
     // The scale (incoming gradient / count) stays on the device: no host synchronisation.
     Tensor scale = mul(to(grads[0], inv_count_.dtype()), inv_count_);
+    // Note [Logits in place]: when this node holds the only reference to the logits' memory (the
+    // usual case: nothing else keeps a GPT's logits once the loss is taken), dlogits overwrite them.
+    const bool sole_owner = logits2_.storage().use_count() == 1;
     Tensor d = backend_for(logits2_.device())
-                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, 1.0, scale);
+                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, 1.0, scale, sole_owner);
+    logits2_ = Tensor();
     return {reshape(d, logits_shape_)};
   }
 

@@ -92,14 +92,15 @@ CrossEntropyResult CpuBackend::cross_entropy(const Tensor& logits, const Tensor&
 
 Tensor CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                           int64_t ignore_index, int64_t valid_vocab, double grad_scale,
-                                          const Tensor& scale_by) const {
+                                          const Tensor& scale_by, bool in_place) const {
   check_logits("cross_entropy_backward", logits, targets, valid_vocab);
   ZT_CHECK(lse.dim() == 1 && lse.size(0) == logits.size(0) && lse.dtype() == loss_dtype(logits.dtype()) &&
                lse.is_contiguous(),
            "cross_entropy_backward", "lse ", lse.describe(), " does not match logits ", logits.describe());
   const std::vector<int64_t> target = read_targets("cross_entropy_backward", targets, ignore_index, valid_vocab);
   const int64_t rows = logits.size(0), cols = logits.size(1);
-  Tensor dlogits = empty(logits.shape(), logits.dtype(), logits.device());
+  // In place is safe: each element is read before it is written, by the same iteration.
+  Tensor dlogits = in_place ? logits : empty(logits.shape(), logits.dtype(), logits.device());
   dispatch_float(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
     using C = typename ComputeType<T>::type;
     const T* x = static_cast<const T*>(logits.raw_data());

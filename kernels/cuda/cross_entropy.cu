@@ -61,7 +61,7 @@ CrossEntropyResult CudaBackend::cross_entropy(const Tensor& logits, const Tensor
 
 Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                            int64_t ignore_index, int64_t valid_vocab, double grad_scale,
-                                           const Tensor& scale_by) const {
+                                           const Tensor& scale_by, bool in_place) const {
   const char* api = "cross_entropy_backward";
   const LossShape s = check_loss_inputs(api, logits, targets, valid_vocab);
   cuda::check_same_device(api, logits, lse);
@@ -73,7 +73,7 @@ Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& t
     ZT_CHECK(scale_by.dtype() == DType::f32 && scale_by.numel() == 1, api, "scale_by must be one f32 value, got ",
              scale_by.describe());
   }
-  Tensor dlogits = empty(logits.shape(), logits.dtype(), logits.device());
+  Tensor dlogits = in_place ? logits : empty(logits.shape(), logits.dtype(), logits.device());
   cuda::DeviceGuard guard(device);
   cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
   cuda::dispatch_gpu_float(logits.dtype(), api, [&]<typename T>() {

@@ -103,8 +103,8 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ logits, const
 }
 
 template <typename T, typename I, bool kVec>
-__global__ void cross_entropy_backward_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
-                                              const float* __restrict__ lse_in, T* __restrict__ dlogits, int64_t v,
+__global__ void cross_entropy_backward_kernel(const T* logits, const I* __restrict__ targets,
+                                              const float* __restrict__ lse_in, T* dlogits, int64_t v,
                                               int64_t valid, int64_t ignore_index, float grad_scale,
                                               const float* __restrict__ scale_by, DeviceErrorSink errors) {
   const int64_t row = blockIdx.x;

@@ -162,14 +162,18 @@ TEST(CudaCrossEntropy, ForwardAndBackwardMatchCpu) {
         // Both backward passes start from the GPU's lse.
         Tensor lse_ref = empty({cs.n}, want.lse.dtype(), Device::cpu());
         cpu().copy_strided(to_cpu(got.lse), lse_ref);
-        Tensor dwant = cpu().cross_entropy_backward(ref_logits, targets, lse_ref, -100, cs.valid, scale, Tensor());
-        Tensor dgot = gpu().cross_entropy_backward(lg, tg, got.lse, -100, cs.valid, scale, Tensor());
+        Tensor dwant = cpu().cross_entropy_backward(ref_logits, targets, lse_ref, -100, cs.valid, scale, Tensor(), false);
+        Tensor dgot = gpu().cross_entropy_backward(lg, tg, got.lse, -100, cs.valid, scale, Tensor(), false);
         expect_close(dgot, dwant, tol_for(dtype), "dlogits " + what);
         // 1 / count on the device, and the backward's scale taken from a device scalar.
         expect_close(got.inv_count, want.inv_count, {1e-7}, "inv_count " + what);
         Tensor on_device = to_gpu(make_cpu({}, DType::f32, [&](int64_t) { return scale * 4.0; }));
-        expect_close(gpu().cross_entropy_backward(lg, tg, got.lse, -100, cs.valid, 0.25, on_device), dwant,
+        expect_close(gpu().cross_entropy_backward(lg, tg, got.lse, -100, cs.valid, 0.25, on_device, false), dwant,
                      tol_for(dtype), "dlogits, scale on the device " + what);
+        Tensor over = to_gpu(logits);
+        Tensor overwritten = gpu().cross_entropy_backward(over, tg, got.lse, -100, cs.valid, scale, Tensor(), true);
+        EXPECT_EQ(overwritten.storage(), over.storage());
+        expect_close(overwritten, dwant, tol_for(dtype), "dlogits in place " + what);
         // The fused pass, into a fresh buffer and in place over a copy of the logits.
         Tensor dfused;
         CrossEntropyResult fused = cuda::cross_entropy_forward_backward(lg, tg, -100, cs.valid, scale, dfused);

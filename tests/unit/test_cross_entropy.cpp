@@ -96,6 +96,27 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
   }
 }
 
+// Note [Logits in place]: logits made inside the graph are owned by the loss node alone, and
+// their gradient is written over them; the result must be what finite differences say.
+TEST(CrossEntropy, GradientThroughLogitsOwnedByTheLossNode) {
+  Tensor x = testing::random_f64({6, 5}, 8);
+  x.set_requires_grad(true);
+  Tensor targets = from_vector(make_targets(6, 5, -100, 9), {6});
+  testing::gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(mul_scalar(in[0], 2.0), targets); },
+                     {x});
+}
+
+TEST(CrossEntropy, InPlaceBackwardWritesOverTheLogits) {
+  Tensor logits = randn({5, 12}, 10);
+  Tensor targets = from_vector(std::vector<int64_t>{0, -100, 11, 3, 7}, {5});
+  CrossEntropyResult r = cpu_backend().cross_entropy(logits, targets, -100, 12);
+  Tensor want = cpu_backend().cross_entropy_backward(logits, targets, r.lse, -100, 12, 0.5, Tensor(), false);
+  Tensor copy = clone(logits);
+  Tensor got = cpu_backend().cross_entropy_backward(copy, targets, r.lse, -100, 12, 0.5, Tensor(), true);
+  EXPECT_EQ(got.storage(), copy.storage());
+  EXPECT_EQ(host(got), host(want));
+}
+
 TEST(CrossEntropy, GradientIsExactlyZeroOnIgnoredRowsAndPaddedColumns) {
   for (DType dtype : {DType::f32, DType::bf16}) {
     Tensor logits = randn({4, 10}, 6, 0, dtype);
