@@ -181,6 +181,20 @@ int main(int argc, char** argv) {
                         gpu().attention_backward(dout, q, k, v, r.out, r.lse, true, scale);
                       }),
                       3.5 * fwd_flops, 0});
+      // The model's own layout (Note [Attention layouts]): q, k, v as views of the packed qkv
+      // projection [B, T, 3C], dO as a view of [B, T, C].
+      const int64_t C = H * D;
+      Tensor qkv = randn({B, T, 3 * C}, bf16, 19), g = randn({B, T, C}, bf16, 20);
+      const Shape heads{B, H, T, D}, packed{T * 3 * C, D, 3 * C, 1};
+      Tensor pq = make_view(qkv, heads, packed, 0), pk = make_view(qkv, heads, packed, C),
+             pv = make_view(qkv, heads, packed, 2 * C), pdout = make_view(g, heads, {T * C, D, C, 1}, 0);
+      rows.push_back({"attention_packed_fwd", shape, time_ms(opt, [&] { gpu().attention(pq, pk, pv, true, scale); }),
+                      fwd_flops, 0});
+      rows.push_back({"attention_packed_fwd_bwd", shape, time_ms(opt, [&] {
+                        AttentionResult r = gpu().attention(pq, pk, pv, true, scale);
+                        gpu().attention_backward(pdout, pq, pk, pv, r.out, r.lse, true, scale);
+                      }),
+                      3.5 * fwd_flops, 0});
     }
 
     fmt::print("\n| kernel | shape | ms | TFLOP/s | GB/s |\n| --- | --- | ---: | ---: | ---: |\n");

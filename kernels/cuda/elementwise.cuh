@@ -69,6 +69,16 @@ __device__ __forceinline__ A gelu_tanh_derivative(A x) {
   return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * k * (A(1) + A(3) * c * x * x);
 }
 
+// The same derivative through the hardware's tanh.approx (relative error about 2^-11), for bf16
+// operands and gradients, whose rounding (2^-9) dwarfs it: the precise tanhf made the GeLU backward of
+// GPT-2 124M's fc layer compute-bound (145 us for a 300 MB pass, measured on an H200).
+__device__ __forceinline__ float gelu_tanh_derivative_fast(float x) {
+  const float k = 0.7978845608028654f, c = 0.044715f;
+  float t;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(k * (x + c * x * x * x)));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+}
+
 template <typename A>
 __device__ __forceinline__ A apply_unary(UnaryOp op, A x, A s) {
   switch (op) {
@@ -127,7 +137,12 @@ __device__ __forceinline__ G unary_backward_element(UnaryOp op, G grad, acc_t<X>
   // per element if y is recomputed for nothing (measured: 200 us for GPT-2 124M's fc layer).
   const bool uses_y = op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::tanh;
   const A y = has_y || !uses_y ? yv : apply_unary<A>(op, xv, s);
-  const A d = unary_derivative<A>(op, xv, y, s);
+  A d;
+  if constexpr (std::is_same_v<X, bf16> && std::is_same_v<G, bf16>) {
+    d = op == UnaryOp::gelu ? gelu_tanh_derivative_fast(xv) : unary_derivative<A>(op, xv, y, s);
+  } else {
+    d = unary_derivative<A>(op, xv, y, s);
+  }
   return from_acc<G>(static_cast<acc_t<G>>(static_cast<A>(to_acc(grad)) * d));
 }
 
