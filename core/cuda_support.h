@@ -17,6 +17,9 @@ bool built_with_cuda();
 int device_count();          // 0 without a usable GPU (never throws)
 bool is_available();         // device_count() > 0
 Allocator& allocator(int device);  // the caching allocator of cuda:device
+// Page-locked host memory (cudaHostAlloc) for host <-> device staging: copies from and to it run
+// at the link's full speed. Where no GPU is usable (or without CUDA) it is the CPU allocator.
+Allocator& pinned_host_allocator();
 const Backend& backend();
 std::string device_name(int device);
 void synchronize(int device);

@@ -36,6 +36,11 @@ Storage::Storage(size_t nbytes, Device device, MemoryCategory category)
   data_ = allocator_->allocate(nbytes, category);
 }
 
+Storage::Storage(size_t nbytes, Allocator& allocator, MemoryCategory category)
+    : nbytes_(nbytes), device_(allocator.device()), category_(category), allocator_(&allocator) {
+  data_ = allocator_->allocate(nbytes, category);
+}
+
 Storage::Storage(void* external, size_t nbytes, Device device) : data_(external), nbytes_(nbytes), device_(device) {}
 
 void Storage::release_memory() noexcept {

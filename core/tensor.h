@@ -28,6 +28,8 @@ Shape contiguous_strides(const Shape& shape);
 class Storage {
  public:
   Storage(size_t nbytes, Device device, MemoryCategory category);
+  // From a given allocator (pinned host memory, say) instead of the device's own.
+  Storage(size_t nbytes, Allocator& allocator, MemoryCategory category);
   // Wrap memory the caller owns (for example a pinned host buffer or an mmap'd file); not freed.
   Storage(void* external, size_t nbytes, Device device);
   ~Storage();

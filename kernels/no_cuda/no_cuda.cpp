@@ -15,6 +15,7 @@ bool built_with_cuda() { return false; }
 int device_count() { return 0; }
 bool is_available() { return false; }
 Allocator& allocator(int) { no_cuda("cuda.allocator"); }
+Allocator& pinned_host_allocator() { return allocator_for(Device::cpu()); }
 const Backend& backend() { no_cuda("cuda.backend"); }
 std::string device_name(int) { no_cuda("cuda.device_name"); }
 void synchronize(int) { no_cuda("cuda.synchronize"); }

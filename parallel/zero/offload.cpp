@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/backend.h"
+#include "core/cuda_support.h"
 #include "core/ops.h"
 
 namespace zt::zero {
@@ -26,10 +27,27 @@ void copy_bytes_of(const Tensor& src, const Tensor& dst) {
 
 }  // namespace
 
+Tensor empty_host(int64_t n, DType dtype, MemoryCategory category, bool pinned) {
+  if (!pinned) return empty({n}, dtype, Device::cpu(), category);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype), cuda::pinned_host_allocator(),
+                                            category);
+  impl->shape = {n};
+  impl->strides = {1};
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+void HostStaging::pin() {
+  pinned_ = true;
+  buffer_ = Tensor();
+}
+
 Tensor HostStaging::get(int64_t n, DType dtype) {
   const int64_t bytes = n * static_cast<int64_t>(dtype_size(dtype));
-  if (!buffer_.defined() || buffer_.numel() < bytes)
-    buffer_ = empty({bytes}, DType::u8, Device::cpu(), MemoryCategory::communication);
+  if (!buffer_.defined() || buffer_.numel() < bytes) {
+    buffer_ = empty_host(bytes, DType::u8, MemoryCategory::communication, pinned_);
+  }
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = buffer_.storage();  // 64-byte aligned: any dtype may view it
   impl->shape = {n};

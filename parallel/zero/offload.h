@@ -18,10 +18,10 @@
 // device buffer, then all-gathers in place. With f32 compute and both offloads on, the f32 master
 // is that host shard itself.
 //
-// Where a GPU run would overlap (not done yet; every copy below is synchronous on the device's
-// current stream, which keeps it ordered after the reduce-scatter and before the all-gather):
-//   - host buffers (masters, moments, host gradients, staging) should be page-locked: that needs a
-//     pinned-host Allocator in core (cudaHostAlloc behind allocator_for), so that Storage can own them;
+// Every byte that crosses goes through the landing buffer, which is page-locked on GPU runs
+// (HostStaging::pin). Where a GPU run would overlap (not done yet; every copy below is synchronous
+// on the device's current stream, which keeps it ordered after the reduce-scatter and before the
+// all-gather):
 //   - the gradient copy would go on a device-to-host stream after an event recorded when the
 //     reduce-scatter finishes, with a host thread adding into the f32 gradient once its event fires;
 //   - the parameter fetch would go on a host-to-device stream one unit ahead (with the prefetch),
@@ -51,15 +51,24 @@ class HostStaging {
  public:
   // The first n elements of a host buffer of `dtype`; valid until the next call.
   Tensor get(int64_t n, DType dtype);
+  // Page-locked from now on (the buffer is made anew at the next get): for the buffer that copies
+  // to and from a GPU go through, so they run at the link's speed (cuda::pinned_host_allocator,
+  // which is the plain CPU allocator where no GPU is usable).
+  void pin();
 
  private:
   Tensor buffer_;  // u8 bytes
+  bool pinned_ = false;
 };
 
 struct HostBuffers {
-  HostStaging landing;  // gradients as they arrive, masters rounded for the trip back (compute dtype)
-  HostStaging widened;  // 16-bit gradients widened to f32 before they are added
+  HostStaging landing;  // gradients as they arrive, masters rounded for the trip back (compute dtype);
+                        // pinned when the device is a GPU
+  HostStaging widened;  // 16-bit gradients widened to f32 before they are added (host only)
 };
+
+// A contiguous [n] host tensor, page-locked when `pinned` (see HostStaging::pin).
+Tensor empty_host(int64_t n, DType dtype, MemoryCategory category, bool pinned);
 
 // dst = src for two contiguous tensors of the same dtype and size (a byte copy): from a device
 // buffer to a host one, and back.

@@ -82,6 +82,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
            "offload_params needs stage 3 (only ZeRO-3 keeps a parameter shard to offload), got stage ", config_.stage);
   const Device master_device = config_.offload_optimizer ? Device::cpu() : device_;
   const Device param_device = config_.offload_params ? Device::cpu() : device_;
+  if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) host_buffers_.landing.pin();
 
   unit_of_param_.assign(params_.size(), -1);
   index_in_unit_.assign(params_.size(), -1);
@@ -123,7 +124,10 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       copy_(dst, reshape(params_[static_cast<size_t>(L.params[k])].tensor.detach(), {L.sizes[k]}));
     }
     if (config_.stage == 3) {
-      unit->compute_shard = empty({L.shard}, cdt, param_device);
+      // Note [Parameter offload]: a host shard is page-locked on GPU runs (it crosses every gather).
+      unit->compute_shard = config_.offload_params
+                                ? empty_host(L.shard, cdt, MemoryCategory::parameters, device_.is_cuda())
+                                : empty({L.shard}, cdt, param_device);
       copy_(unit->compute_shard, own_slice(unit->full, L.shard, shard_rank));
     } else {
       unit->compute_shard = own_slice(unit->full, L.shard, shard_rank);

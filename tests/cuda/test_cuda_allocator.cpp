@@ -180,3 +180,35 @@ TEST_F(CudaAllocator, BadLimits) {
 
 }  // namespace
 }  // namespace zt
+
+namespace zt::test {
+namespace {
+
+// The page-locked host allocator (offload's staging buffers): host memory the GPU copies from and
+// to, counted by category like any allocator, and a byte-exact round trip through the device.
+TEST(PinnedHostAllocator, CountsItsBytesAndRoundTripsThroughTheDevice) {
+  ZT_REQUIRE_GPU();
+  Allocator& pinned = cuda::pinned_host_allocator();
+  ASSERT_EQ(pinned.device(), Device::cpu());
+  ASSERT_NE(&pinned, &allocator_for(Device::cpu())) << "a GPU is usable: the allocator must pin";
+  const int64_t before = pinned.stats()[MemoryCategory::communication].current;
+  {
+    const int64_t n = 1 << 20;
+    auto storage = std::make_shared<Storage>(static_cast<size_t>(n) * 4, pinned, MemoryCategory::communication);
+    EXPECT_EQ(pinned.stats()[MemoryCategory::communication].current, before + n * 4);
+    cudaPointerAttributes attributes{};
+    ASSERT_EQ(cudaPointerGetAttributes(&attributes, storage->data()), cudaSuccess);
+    EXPECT_EQ(attributes.type, cudaMemoryTypeHost) << "page-locked host memory";
+    auto* host = static_cast<float*>(storage->data());
+    for (int64_t i = 0; i < n; ++i) host[i] = static_cast<float>(rng::normal(7, static_cast<uint64_t>(i)));
+    Tensor device = empty({n}, DType::f32, gpu_device());
+    gpu().copy_bytes(device.raw_data(), gpu_device(), host, Device::cpu(), static_cast<size_t>(n) * 4);
+    std::vector<float> back(static_cast<size_t>(n));
+    gpu().copy_bytes(back.data(), Device::cpu(), device.raw_data(), gpu_device(), static_cast<size_t>(n) * 4);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[static_cast<size_t>(i)], host[i]) << "element " << i;
+  }
+  EXPECT_EQ(pinned.stats()[MemoryCategory::communication].current, before);
+}
+
+}  // namespace
+}  // namespace zt::test
