@@ -73,7 +73,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   // Views the backend reads as they are (on CUDA, q, k and v straight out of the packed qkv
   // projection) are not copied.
   const Backend& backend = backend_for(q.device());
-  auto operand = [&](const Tensor& t) { return backend.attention_accepts_layout(t) ? t.detach() : contiguous(t.detach()); };
+  auto operand = [&](const Tensor& t) {
+    return backend.attention_accepts_layout(t) ? t.detach() : contiguous(t.detach());
+  };
   Tensor qc = operand(q), kc = operand(k), vc = operand(v);
   AttentionResult r = backend.attention(qc, kc, vc, causal, s);
   if (needs_grad({&q, &k, &v}))

@@ -33,7 +33,8 @@ class CrossEntropyBackward final : public Node {
     // usual case: nothing else keeps a GPT's logits once the loss is taken), dlogits overwrite them.
     const bool sole_owner = logits2_.storage().use_count() == 1;
     Tensor d = backend_for(logits2_.device())
-                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, 1.0, scale, sole_owner);
+                   .cross_entropy_backward(logits2_, targets_, lse_, ignore_index_, valid_vocab_, 1.0, scale,
+                                           sole_owner);
     logits2_ = Tensor();
     return {reshape(d, logits_shape_)};
   }

@@ -183,8 +183,8 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
   {
     NoGradGuard no_grad;
     Tensor x2 = contiguous(reshape(x.detach(), {-1, in_features}));
-    out = backend_for(x.device()).linear(x2, contiguous(weight.detach()), bias.defined() ? contiguous(bias.detach()) : Tensor(),
-                                         gelu, gelu ? &pre : nullptr);
+    const Tensor b = bias.defined() ? contiguous(bias.detach()) : Tensor();
+    out = backend_for(x.device()).linear(x2, contiguous(weight.detach()), b, gelu, gelu ? &pre : nullptr);
     Shape shape(x.shape().begin(), x.shape().end() - 1);
     shape.push_back(out_features);
     out = view(out, shape);
