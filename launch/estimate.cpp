@@ -80,9 +80,11 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 // Full recomputation keeps each segment's input (e BTC, a segment being checkpoint_every_k_blocks
 // blocks) and, while backward re-runs one segment, that segment's blocks in full.
 // Outside the blocks: token ids (int32) and the embedding dropout mask on the first stage; on the
-// last, the final layernorm's input, output and statistics, the logits in e bytes and then their
-// gradient in e bytes (the fused cross-entropy keeps only the log-sum-exp besides; vocab-parallel,
-// so / t), and the targets.
+// last, the final layernorm's input, output and statistics, the logits in e bytes (their gradient
+// overwrites them, except under vocab parallelism where it is a second e bytes; the fused
+// cross-entropy keeps only the log-sum-exp besides; all / t), the tied head's weight gradient
+// (e V C / t, made while the logits' gradient is alive: the peak of the loss's backward), and the
+// targets.
 // Micro-batches in flight on pipeline stage s of p with m micro-batches: 1 without pipelining,
 // m for GPipe, min(m, p - s) for 1F1B; interleaved 1F1B with v chunks keeps min(m v, p v + p - 2s - 1)
 // chunk passes (Megatron's warm-up depth plus one).
@@ -192,10 +194,15 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
   if (s == in.pp - 1) {
     const int64_t head = e * B * T_whole * C + 8 * B * T_whole      // final layernorm input and statistics
                          + e * B * T * C                              // head input, gathered over sequence parallel
-                         + 2 * e * B * T * d.padded_vocab / in.tp     // logits, then their gradient (the
-                                                                      // fused cross-entropy keeps no f32 softmax)
+                         // the logits; their gradient is written over them in one process (Note
+                         // [Logits in place] in core/ops/cross_entropy.cpp) and beside them under
+                         // vocab parallelism; the fused cross-entropy keeps no f32 softmax
+                         + (in.tp == 1 ? 1 : 2) * e * B * T * d.padded_vocab / in.tp
                          + 4 * B * T;                                 // targets
-    bytes += io_held * head;
+    // Once, however many micro-batches are held: the tied head's weight gradient, made while one
+    // micro-batch's logits gradient is alive (the peak of the loss's backward).
+    const int64_t head_weight_grad = e * d.padded_vocab * C / in.tp;
+    bytes += io_held * head + head_weight_grad;
   }
   return bytes;
 }
