@@ -114,6 +114,24 @@ TEST(CudaReduce, SumSquaresAndFiniteness) {
   EXPECT_EQ(gpu().sum_squares(empty({0}, DType::f32, gpu_device())), 0.0);
 }
 
+// The gradient norm's device-side accumulation: acc += sum of squares, several tensors into one
+// f64 on each backend, equal to the sum of the host-returned values.
+TEST(CudaReduce, SumSquaresIntoAccumulatesOnTheDevice) {
+  ZT_REQUIRE_GPU();
+  Tensor acc_cpu = make_cpu({1}, DType::f64, [](int64_t) { return 0.5; });
+  Tensor acc_gpu = to_gpu(acc_cpu);
+  double want = 0.5;
+  for (int64_t n : {7, 4096, 300001}) {
+    Tensor x = randn_cpu({n}, DType::bf16, static_cast<uint64_t>(n) + 11);
+    want += cpu().sum_squares(x);
+    cpu().sum_squares_into(x, acc_cpu);
+    gpu().sum_squares_into(to_gpu(x), acc_gpu);
+  }
+  gpu().sum_squares_into(empty({0}, DType::bf16, gpu_device()), acc_gpu);  // adds nothing
+  EXPECT_NEAR(acc_cpu.item(), want, 1e-12 * want);
+  EXPECT_NEAR(acc_gpu.item(), want, 1e-12 * want);
+}
+
 TEST(CudaSoftmax, ForwardAndBackwardMatchCpu) {
   ZT_REQUIRE_GPU();
   uint64_t seed = 1000;

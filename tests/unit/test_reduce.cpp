@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/backend.h"
 #include "core/ops.h"
 #include "gradcheck.h"
 #include "reference.h"
@@ -130,6 +131,19 @@ TEST(Reduce, Errors) {
   EXPECT_ZT_ERROR(mean(zeros({0})), "[mean]", "no elements");
   EXPECT_ZT_ERROR(sum(arange(3)), "[sum]", "floating", "i64");
   EXPECT_ZT_ERROR(allclose(x, randn({3, 2}, 1)), "[allclose]", "a is [2, 3] f32 cpu", "b is [3, 2] f32 cpu");
+}
+
+TEST(Reduce, SumSquaresIntoAddsToTheAccumulator) {
+  Tensor acc = full({1}, 2.0, DType::f64);
+  Tensor a = randn({5, 3}, 41), b = randn({17}, 42);
+  double want = 2.0;
+  for (const Tensor* t : {&a, &b}) {
+    for (double v : host(*t)) want += v * v;
+    cpu_backend().sum_squares_into(*t, acc);
+  }
+  EXPECT_NEAR(acc.item(), want, 1e-12 * want);
+  Tensor wrong = full({1}, 0.0, DType::f32);
+  EXPECT_ZT_ERROR(cpu_backend().sum_squares_into(a, wrong), "[sum_squares_into] acc must be one f64");
 }
 
 TEST(Reduce, ComparisonHelpers) {
