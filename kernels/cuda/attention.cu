@@ -8,6 +8,10 @@
 //   H100: zerotrain 0.136 / 0.534, PyTorch 2.11 SDPA flash 0.171 / 0.713, SDPA cuDNN 0.103 / 0.522
 //   H200: zerotrain 0.131 / 0.522, PyTorch 2.11 SDPA flash 0.147 / 0.663, SDPA cuDNN 0.102 / 0.477
 // (bench_attention alone: 0.125 / 0.521 on the H100, 0.122 / 0.511 on the H200.)
+// Since the strided layouts (Note [Attention layouts], 2026-12-01) bench_kernels measures 0.144-0.147 /
+// 0.547-0.549 on an H200 for contiguous and packed inputs alike, against 0.126 / 0.517 just before: a
+// forward regression not yet explained (same registers, no spills); the step still gained, since the
+// permute copies it removed cost more.
 // Tile shapes in the launchers were chosen by timing candidates at that shape and at B=8 H=16
 // T=1024 D=128 on an H200.
 #include <climits>
