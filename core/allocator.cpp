@@ -58,13 +58,9 @@ std::string Allocator::memory_summary() const {
   return out;
 }
 
-void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
-  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (p == nullptr) {
-    throw OutOfMemoryError(fmt::format("[cpu] out of memory: tried to allocate {:.2f} GiB of host memory\n{}",
-                                       bytes / (1024.0 * 1024.0 * 1024.0), memory_summary()));
-  }
+void* UncachedAllocator::allocate(size_t bytes, MemoryCategory category) {
+  void* p = system_allocate(std::max<size_t>(bytes, 1));
+  if (p == nullptr) throw OutOfMemoryError(out_of_memory_message(bytes) + "\n" + memory_summary());
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.on_allocate(category, static_cast<int64_t>(bytes));
   stats_.reserved = stats_.total.current;
@@ -72,21 +68,31 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
   return p;
 }
 
-void CpuAllocator::deallocate(void* ptr, size_t bytes, MemoryCategory category) noexcept {
-  std::free(ptr);
+void UncachedAllocator::deallocate(void* ptr, size_t bytes, MemoryCategory category) noexcept {
+  if (ptr == nullptr) return;
+  system_free(ptr);
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.on_free(category, static_cast<int64_t>(bytes));
   stats_.reserved = stats_.total.current;
 }
 
-MemoryStats CpuAllocator::stats() const {
+MemoryStats UncachedAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;
 }
 
-void CpuAllocator::reset_peak_stats() {
+void UncachedAllocator::reset_peak_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.reset_peaks();
+}
+
+void* CpuAllocator::system_allocate(size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+
+void CpuAllocator::system_free(void* ptr) noexcept { std::free(ptr); }
+
+std::string CpuAllocator::out_of_memory_message(size_t bytes) const {
+  return fmt::format("[cpu] out of memory: tried to allocate {:.2f} GiB of host memory",
+                     static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
 }
 
 Allocator& allocator_for(Device device) {

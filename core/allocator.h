@@ -54,18 +54,36 @@ class Allocator {
   std::string memory_summary() const;
 };
 
-// Host memory, 64-byte aligned (vector loads, and no false sharing between OpenMP threads).
-class CpuAllocator final : public Allocator {
+// An allocator that holds nothing beyond its live blocks (reserved == current): the statistics for
+// the CPU allocator and the CUDA backend's page-locked host allocator; subclasses make the calls.
+class UncachedAllocator : public Allocator {
  public:
-  void* allocate(size_t bytes, MemoryCategory category) override;
-  void deallocate(void* ptr, size_t bytes, MemoryCategory category) noexcept override;
-  Device device() const override { return Device::cpu(); }
-  MemoryStats stats() const override;
-  void reset_peak_stats() override;
+  void* allocate(size_t bytes, MemoryCategory category) final;
+  void deallocate(void* ptr, size_t bytes, MemoryCategory category) noexcept final;
+  MemoryStats stats() const final;
+  void reset_peak_stats() final;
+
+ protected:
+  // The system's allocation of at least one byte, or null when it has none to give.
+  virtual void* system_allocate(size_t bytes) = 0;
+  virtual void system_free(void* ptr) noexcept = 0;
+  // What allocate() throws when system_allocate gave null (a report follows it).
+  virtual std::string out_of_memory_message(size_t bytes) const = 0;
 
  private:
   mutable std::mutex mutex_;
   MemoryStats stats_;
+};
+
+// Host memory, 64-byte aligned (vector loads, and no false sharing between OpenMP threads).
+class CpuAllocator final : public UncachedAllocator {
+ public:
+  Device device() const override { return Device::cpu(); }
+
+ protected:
+  void* system_allocate(size_t bytes) override;
+  void system_free(void* ptr) noexcept override;
+  std::string out_of_memory_message(size_t bytes) const override;
 };
 
 // The process's allocator for a device. The CPU one is created on first use; the CUDA ones belong

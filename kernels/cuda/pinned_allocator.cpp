@@ -7,8 +7,7 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <mutex>
+#include <string>
 
 #include "core/cuda_support.h"
 #include "core/error.h"
@@ -17,42 +16,24 @@ namespace zt::cuda {
 
 namespace {
 
-class PinnedHostAllocator final : public Allocator {
+class PinnedHostAllocator final : public UncachedAllocator {
  public:
-  void* allocate(size_t bytes, MemoryCategory category) override {
+  Device device() const override { return Device::cpu(); }
+
+ protected:
+  void* system_allocate(size_t bytes) override {
     void* p = nullptr;
-    if (cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault) != cudaSuccess) {
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
       (void)cudaGetLastError();
-      throw OutOfMemoryError(fmt::format("[cuda] cannot allocate {:.2f} GiB of page-locked host memory\n{}",
-                                         bytes / (1024.0 * 1024.0 * 1024.0), memory_summary()));
+      return nullptr;
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    stats_.on_allocate(category, static_cast<int64_t>(bytes));
-    stats_.reserved = stats_.total.current;
-    stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.reserved);
     return p;
   }
-  void deallocate(void* ptr, size_t bytes, MemoryCategory category) noexcept override {
-    if (ptr == nullptr) return;
-    (void)cudaFreeHost(ptr);
-    std::lock_guard<std::mutex> lock(mutex_);
-    stats_.on_free(category, static_cast<int64_t>(bytes));
-    stats_.reserved = stats_.total.current;
+  void system_free(void* ptr) noexcept override { (void)cudaFreeHost(ptr); }
+  std::string out_of_memory_message(size_t bytes) const override {
+    return fmt::format("[cuda] cannot allocate {:.2f} GiB of page-locked host memory",
+                       static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
   }
-  Device device() const override { return Device::cpu(); }
-  MemoryStats stats() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return stats_;
-  }
-  void reset_peak_stats() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stats_.reset_peaks();
-    stats_.peak_reserved = stats_.reserved;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  MemoryStats stats_;
 };
 
 }  // namespace
