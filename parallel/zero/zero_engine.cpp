@@ -455,7 +455,9 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   }
   std::vector<comm::Communicator*> groups = norm_groups_;
   if (config_.stage >= 1) groups.insert(groups.begin(), &dp_);
-  Tensor t = !sum.defined() ? zeros({1}, DType::f64, dp_.device()) : sum.device() == dp_.device() ? sum : to(sum, dp_.device());
+  Tensor t = !sum.defined()                  ? zeros({1}, DType::f64, dp_.device())
+             : sum.device() == dp_.device() ? sum
+                                            : to(sum, dp_.device());
   for (comm::Communicator* g : groups)
     if (g->size() > 1) g->all_reduce(t, comm::ReduceOp::sum)->wait();
   const double total = t.item();
