@@ -120,12 +120,19 @@ __device__ __forceinline__ void report_kernel_error(DeviceErrorSink sink, Device
 
 // ---- 16-byte packs -------------------------------------------------------------------------------
 
-// Sixteen bytes of T, loaded and stored as one vector access (LDG.128 / STG.128).
-template <typename T>
-struct alignas(16) Pack16 {
-  static constexpr int kSize = static_cast<int>(16 / sizeof(T));
-  T v[kSize];
+// V elements of T moved as one access (16 bytes for V = 16 / sizeof(T): LDG.128 / STG.128).
+// Memory-bound kernels reach the chip's bandwidth only with wide loads and stores, about three
+// times what 2-byte accesses give (measured on an H200: a bf16 add at 1.25 TB/s with scalar ones).
+// Kernels mixing element types use one V for all their operands (vector_width below).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  static constexpr int kSize = V;
+  T v[V];
 };
+
+// Sixteen bytes of T.
+template <typename T>
+using Pack16 = Pack<T, static_cast<int>(16 / sizeof(T))>;
 
 template <typename T>
 __device__ __forceinline__ Pack16<T> load_pack(const T* p) {
@@ -323,14 +330,6 @@ StridedIndexer<N, Index> make_indexer(const CoalescedLayout<N>& layout) {
 }
 
 // ---- vectorised access ---------------------------------------------------------------------------
-
-// V elements moved as one access (16 bytes for V = 16 / sizeof(T)): memory-bound kernels reach the
-// chip's bandwidth only with wide loads and stores, about three times what 2-byte accesses give
-// (measured on an H200: a bf16 add at 1.25 TB/s with scalar accesses).
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
 
 // The widest V (elements, a power of two up to 16 bytes of the widest type) for which every
 // (pointer, element size) given is V-element aligned, so the kernel can use Pack<T, V>; 1 when
