@@ -23,6 +23,7 @@
 #include "core/ops.h"
 
 #if defined(ZT_HAVE_CUDA)
+#include "bench/timing.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -44,23 +45,7 @@ Tensor random_gpu(const Shape& shape, uint64_t seed) {
   return from_vector_as(v, shape, DType::bf16, Device::cuda(0));
 }
 
-// Median milliseconds of `fn` over `reps` timed runs after `warmup` untimed ones.
-double time_ms(const std::function<void()>& fn, int reps, int warmup = 5) {
-  const int device = 0;
-  const cudaStream_t stream = cuda::current_stream(device);
-  for (int i = 0; i < warmup; ++i) fn();
-  cuda::Event start(device, true), stop(device, true);
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    start.record(stream);
-    fn();
-    stop.record(stream);
-    stop.synchronize();
-    times.push_back(stop.elapsed_ms_since(start));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
+double time_ms(const std::function<void()>& fn, int reps) { return bench::time_ms({reps, 5, 10}, fn); }
 
 // The unfused peer: scores in device memory. Returns NaN (and says why) if an op is missing.
 double time_unfused_forward(const Tensor& q, const Tensor& k, const Tensor& v, int reps) {

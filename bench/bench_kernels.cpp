@@ -3,7 +3,8 @@
 // random data. bench/peer_kernels.py times PyTorch eager on the same shapes and prints the same
 // table; scripts/gpu-check runs both in one GPU run and prints the ratios.
 //
-// usage: bench_kernels [--repeats N] [--warmup N]
+// usage: bench_kernels [--repeats N] [--warmup N] [--calls N]
+// Timing (bench/timing.h): back-to-back calls between CUDA events, so launch overhead is hidden.
 // Prints a markdown table, then one "RESULT <name> <ms>" line per kernel for scripts. Never fails
 // because of speed; exits 0 without a GPU.
 #include <fmt/format.h>
@@ -22,15 +23,14 @@
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/runtime.h"
+#include "bench/timing.h"
 
 namespace {
 
 using namespace zt;
 
-struct Options {
-  int repeats = 20;
-  int warmup = 3;
-};
+using Options = bench::Timing;
+using bench::time_ms;
 
 struct Row {
   std::string name, shape;
@@ -40,23 +40,6 @@ struct Row {
 };
 
 const Backend& gpu() { return cuda::backend(); }
-
-// Median time of fn in ms: CUDA events around each call on the current stream.
-double time_ms(const Options& opt, const std::function<void()>& fn) {
-  cudaStream_t stream = cuda::current_stream(0);
-  for (int i = 0; i < opt.warmup; ++i) fn();
-  cuda::Event start(0, true), stop(0, true);
-  std::vector<double> times;
-  for (int i = 0; i < opt.repeats; ++i) {
-    start.record(stream);
-    fn();
-    stop.record(stream);
-    stop.synchronize();
-    times.push_back(stop.elapsed_ms_since(start));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 Tensor randn(const Shape& shape, DType dtype, uint64_t seed, double scale = 1.0) {
   Tensor t = empty(shape, dtype, Device::cuda(0));
@@ -92,6 +75,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--repeats") == 0) opt.repeats = std::max(1, std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--warmup") == 0) opt.warmup = std::max(0, std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--calls") == 0) opt.calls = std::max(1, std::atoi(argv[i + 1]));
   }
   if (cuda::device_count() == 0) {
     fmt::print("bench_kernels: no GPU visible; nothing to measure\n");

@@ -3,7 +3,7 @@
 B*T = 16384 tokens, bf16), timed the same way (CUDA events, warm-up, median of repeats, random
 data), printed in the same table and RESULT lines so scripts/gpu-check can pair them.
 
-usage: python3 bench/peer_kernels.py [--repeats N] [--warmup N]
+usage: python3 bench/peer_kernels.py [--repeats N] [--warmup N] [--calls N]
 """
 import argparse
 import statistics
@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
-def time_ms(fn, repeats, warmup):
+def time_ms(fn, repeats, warmup, calls):
+    """GPU ms per call: `calls` back-to-back calls between CUDA events (the launch path hidden, as in
+    bench/timing.h), median over `repeats`."""
     for _ in range(warmup):
         fn()
     times = []
@@ -21,10 +23,11 @@ def time_ms(fn, repeats, warmup):
         start = torch.cuda.Event(enable_timing=True)
         stop = torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         stop.record()
         stop.synchronize()
-        times.append(start.elapsed_time(stop))
+        times.append(start.elapsed_time(stop) / calls)
     return statistics.median(times)
 
 
@@ -32,6 +35,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--calls", type=int, default=10)
     a = p.parse_args()
     if not torch.cuda.is_available():
         print("peer_kernels: no GPU visible; nothing to measure")
@@ -40,7 +44,7 @@ def main():
     dev, bf16 = "cuda", torch.bfloat16
     tokens, c, vocab, valid_vocab = 16384, 768, 50304, 50257
     rows = []  # (name, shape, ms, flops, bytes)
-    t = lambda fn: time_ms(fn, a.repeats, a.warmup)
+    t = lambda fn: time_ms(fn, a.repeats, a.warmup, a.calls)
 
     def randn(*shape, scale=1.0):
         return torch.randn(*shape, device=dev, dtype=bf16) * scale
