@@ -44,6 +44,25 @@ Tensor Backend::linear(const Tensor& x, const Tensor& weight, const Tensor& bias
   if (pre_activation != nullptr) *pre_activation = pre;
   return unary(UnaryOp::gelu, pre, 0.0);
 }
+LinearWeightGrads Backend::linear_weight_grads(const Tensor& dy, const Tensor& x, bool bias) const {
+  NoGradGuard no_grad;
+  LinearWeightGrads g;
+  g.dweight = view(gemm(view(dy, {1, dy.size(0), dy.size(1)}), view(x, {1, x.size(0), x.size(1)}), true, false, 1,
+                        Tensor()),
+                   {dy.size(1), x.size(1)});
+  if (bias) g.dbias = view(reduce(ReduceOp::sum, dy, {true, false}), {dy.size(1)});
+  return g;
+}
+Tensor Backend::linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre,
+                                  Tensor* dbias) const {
+  NoGradGuard no_grad;
+  Tensor dx = view(gemm(view(dy, {1, dy.size(0), dy.size(1)}), view(weight, {1, weight.size(0), weight.size(1)}),
+                        false, false, 1, Tensor()),
+                   {dy.size(0), weight.size(1)});
+  if (gelu_pre.defined()) dx = unary_backward(UnaryOp::gelu, dx, gelu_pre, Tensor(), 0.0);
+  if (dbias != nullptr) *dbias = view(reduce(ReduceOp::sum, dx, {true, false}), {dx.size(1)});
+  return dx;
+}
 Tensor Backend::softmax(const Tensor&) const { not_implemented("softmax"); }
 Tensor Backend::softmax_backward(const Tensor&, const Tensor&) const { not_implemented("softmax_backward"); }
 Tensor Backend::log_softmax(const Tensor&) const { not_implemented("log_softmax"); }

@@ -234,9 +234,10 @@ Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRn
   Tensor x1 = add(x, a);
 
   Tensor h2 = layernorm(x1, p[kLn2W], p[kLn2B]);
-  Tensor m = selective_recompute_ ? gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true)
-                                  : linear_gelu(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB]);
-  m = tp::row_parallel_linear(m, p[kFcProjW], p[kFcProjB], tp_);
+  Tensor m = selective_recompute_
+                 ? tp::row_parallel_linear(gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true),
+                                           p[kFcProjW], p[kFcProjB], tp_)
+                 : tp::parallel_mlp(h2, p[kFcW], p[kFcB], p[kFcProjW], p[kFcProjB], tp_);
   if (drop) m = residual_dropout(m, rng.site_seed(unit, 1));
   src.release(unit);
   return src.unit_output(unit, add(x1, m));

@@ -122,20 +122,65 @@ class LinearBackward final : public Node {
   void release() override { x_ = weight_ = pre_ = Tensor(); }
 
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
+    const Backend& be = backend_for(weight_.device());
     const int64_t out_features = weight_.size(0);
-    Tensor g2 = reshape(grads[0], {-1, out_features});
-    if (pre_.defined())
-      g2 = backend_for(pre_.device()).unary_backward(UnaryOp::gelu, contiguous(g2), pre_, Tensor(), 0.0);
+    Tensor g2 = contiguous(reshape(grads[0], {-1, out_features}));
+    if (pre_.defined()) g2 = be.unary_backward(UnaryOp::gelu, g2, pre_, Tensor(), 0.0);
     std::vector<Tensor> out(3);
-    if (next[0].node) out[0] = reshape(matmul(g2, weight_), x_.shape());
-    if (next[1].node) out[1] = matmul(g2, reshape(x_, {-1, x_.size(-1)}), true, false);
-    if (has_bias_ && next[2].node) out[2] = sum(g2, {0});
+    if (next[0].node) out[0] = reshape(be.linear_input_grad(g2, weight_, Tensor(), nullptr), x_.shape());
+    const bool want_bias = has_bias_ && next[2].node;
+    if (next[1].node) {
+      LinearWeightGrads w = be.linear_weight_grads(g2, contiguous(reshape(x_, {-1, x_.size(-1)})), want_bias);
+      out[1] = w.dweight;
+      out[2] = w.dbias;
+    } else if (want_bias) {
+      out[2] = sum(g2, {0});
+    }
     return out;
   }
 
  private:
   Tensor x_, weight_, pre_;
   bool has_bias_;
+};
+
+// y = gelu(x w1^T + b1) w2^T + b2 (mlp): saves x, the pre-activation and the hidden activation,
+// as linear_gelu followed by linear would, and runs the backward as four backend products whose
+// epilogues carry the bias gradients and the GeLU derivative (Backend::linear_input_grad).
+class MlpBackward final : public Node {
+ public:
+  MlpBackward(Shape x_shape, Tensor x, Tensor w1, Tensor pre, Tensor hidden, Tensor w2, bool has_b1, bool has_b2)
+      : x_shape_(std::move(x_shape)), x_(std::move(x)), w1_(std::move(w1)), pre_(std::move(pre)), hidden_(std::move(hidden)), w2_(std::move(w2)),
+        has_b1_(has_b1), has_b2_(has_b2) {}
+  std::string name() const override { return "MlpBackward"; }
+  void release() override { x_ = w1_ = pre_ = hidden_ = w2_ = Tensor(); }
+
+  std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
+    const Backend& be = backend_for(w1_.device());
+    Tensor dy = contiguous(reshape(grads[0], {-1, w2_.size(0)}));
+    std::vector<Tensor> out(5);  // x, w1, b1, w2, b2
+    const bool want_b2 = has_b2_ && next[4].node;
+    if (next[3].node) {
+      LinearWeightGrads g = be.linear_weight_grads(dy, hidden_, want_b2);
+      out[3] = g.dweight;
+      out[4] = g.dbias;
+    } else if (want_b2) {
+      out[4] = sum(dy, {0});
+    }
+    if (!next[0].node && !next[1].node && !(has_b1_ && next[2].node)) return out;
+    const bool want_b1 = has_b1_ && next[2].node;
+    Tensor db1;
+    Tensor dpre = be.linear_input_grad(dy, w2_, pre_, want_b1 ? &db1 : nullptr);  // d(x w1^T + b1)
+    out[2] = db1;
+    if (next[1].node) out[1] = be.linear_weight_grads(dpre, x_, false).dweight;
+    if (next[0].node) out[0] = reshape(be.linear_input_grad(dpre, w1_, Tensor(), nullptr), x_shape_);
+    return out;
+  }
+
+ private:
+  Shape x_shape_;
+  Tensor x_, w1_, pre_, hidden_, w2_;  // x_ is [rows, in]
+  bool has_b1_, has_b2_;
 };
 
 void check_matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
@@ -205,6 +250,38 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_linear("linear_gelu", x, weight, bias);
   return linear_forward(x, weight, bias, /*gelu=*/true);
+}
+
+Tensor mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2) {
+  check_linear("mlp", x, w1, b1);
+  ZT_CHECK(w2.dim() == 2 && w2.size(1) == w1.size(0), "mlp", "w2 must be [out, ", w1.size(0),
+           "] to follow w1 ", w1.describe(), ", got ", w2.describe());
+  ops::check_same_dtype_device("mlp", x, w2);
+  if (b2.defined()) {
+    ops::check_same_dtype_device("mlp", x, b2);
+    ZT_CHECK(b2.dim() == 1 && b2.size(0) == w2.size(0), "mlp", "b2 must be [", w2.size(0), "], got ",
+             b2.describe());
+  }
+  const int64_t in_features = w1.size(1), out_features = w2.size(0);
+  Tensor x2, pre, hidden, y;
+  {
+    NoGradGuard no_grad;
+    const Backend& be = backend_for(x.device());
+    x2 = contiguous(reshape(x.detach(), {-1, in_features}));
+    const Tensor bias1 = b1.defined() ? contiguous(b1.detach()) : Tensor();
+    const Tensor bias2 = b2.defined() ? contiguous(b2.detach()) : Tensor();
+    hidden = be.linear(x2, contiguous(w1.detach()), bias1, /*gelu=*/true, &pre);
+    ZT_ASSERT(pre.defined(), "mlp: Backend::linear with gelu did not return the pre-activation");
+    y = be.linear(hidden, contiguous(w2.detach()), bias2, /*gelu=*/false, nullptr);
+    Shape shape(x.shape().begin(), x.shape().end() - 1);
+    shape.push_back(out_features);
+    y = view(y, shape);
+  }
+  if (needs_grad({&x, &w1, &b1, &w2, &b2}))
+    record(std::make_shared<MlpBackward>(x.shape(), x2, contiguous(w1.detach()), pre, hidden, contiguous(w2.detach()),
+                                         b1.defined(), b2.defined()),
+           {x, w1, b1, w2, b2}, {&y});
+  return y;
 }
 
 }  // namespace zt

@@ -93,23 +93,70 @@ const char* epilogue_name(GemmEpilogue e) {
     case GemmEpilogue::none: return "none";
     case GemmEpilogue::bias: return "bias";
     case GemmEpilogue::bias_gelu: return "bias_gelu";
+    case GemmEpilogue::grad_bias_a: return "grad_bias_a";
+    case GemmEpilogue::dgelu: return "dgelu";
+    case GemmEpilogue::dgelu_grad_bias: return "dgelu_grad_bias";
   }
   return "?";
 }
 
+
+bool is_backward_epilogue(GemmEpilogue e) {
+  return e == GemmEpilogue::grad_bias_a || e == GemmEpilogue::dgelu || e == GemmEpilogue::dgelu_grad_bias;
+}
+
+void check_epilogue(const GemmArgs& args) {
+  const GemmEpilogue e = args.epilogue;
+  const bool adds_bias = e == GemmEpilogue::bias || e == GemmEpilogue::bias_gelu;
+  const bool dgelu = e == GemmEpilogue::dgelu || e == GemmEpilogue::dgelu_grad_bias;
+  const bool grad_bias = e == GemmEpilogue::grad_bias_a || e == GemmEpilogue::dgelu_grad_bias;
+  ZT_CHECK(!adds_bias || args.bias != nullptr, "gemm", "epilogue ", epilogue_name(e), " needs a bias");
+  ZT_CHECK(!grad_bias || args.bias_grad != nullptr, "gemm", "epilogue ", epilogue_name(e), " needs bias_grad");
+  ZT_CHECK(!dgelu || (args.gelu_input != nullptr && args.n % 8 == 0), "gemm", "epilogue ", epilogue_name(e),
+           " needs gelu_input and n divisible by 8, got n = ", args.n);
+  ZT_CHECK(e == GemmEpilogue::none || args.batch == 1, "gemm", "epilogue ", epilogue_name(e),
+           " is for unbatched products (linear layers), got batch ", args.batch);
+  ZT_CHECK(!is_backward_epilogue(e) || args.beta == 0.0, "gemm", "epilogue ", epilogue_name(e),
+           " does not accumulate into out (beta must be 0)");
+  ZT_CHECK(args.pre_gelu == nullptr || (e == GemmEpilogue::bias_gelu && args.n % 8 == 0), "gemm",
+           "pre_gelu output needs the bias_gelu epilogue and n divisible by 8, got epilogue ", epilogue_name(e),
+           " and n = ", args.n);
+}
+
+// cuBLASLt's epilogue and its pointers. Its A is our b and its B our a (gemm.h), so our per-column
+// bias is its per-row bias, our op(a) row sums are its BGRADB, and our out's column sums (over m,
+// its columns) are the DGELU_BGRAD vector.
+void set_epilogue(MatmulDesc& desc, const GemmArgs& args) {
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  switch (args.epilogue) {
+    case GemmEpilogue::none: return;
+    case GemmEpilogue::bias: epi = CUBLASLT_EPILOGUE_BIAS; break;
+    case GemmEpilogue::bias_gelu:
+      epi = args.pre_gelu != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
+      break;
+    case GemmEpilogue::grad_bias_a: epi = CUBLASLT_EPILOGUE_BGRADB; break;
+    case GemmEpilogue::dgelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
+    case GemmEpilogue::dgelu_grad_bias: epi = CUBLASLT_EPILOGUE_DGELU_BGRAD; break;
+  }
+  desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
+  if (args.bias != nullptr) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
+  if (args.bias_grad != nullptr) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(args.bias_grad));
+  const void* aux = args.pre_gelu != nullptr ? args.pre_gelu : args.gelu_input;
+  if (aux != nullptr) {
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, args.n);
+  }
+}
+
 }  // namespace
 
-void gemm(const GemmArgs& args, const void* a, const void* b, void* out, int device, cudaStream_t stream) {
+bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int device, cudaStream_t stream,
+          bool may_decline) {
   ZT_CHECK(args.m >= 0 && args.n >= 0 && args.k > 0 && args.batch >= 1, "gemm", "bad problem m=", args.m,
            " n=", args.n, " k=", args.k, " batch=", args.batch, " (needs m, n >= 0, k >= 1, batch >= 1)");
-  if (args.m == 0 || args.n == 0) return;
-  const bool has_bias = args.epilogue != GemmEpilogue::none;
-  ZT_CHECK(!has_bias || args.bias != nullptr, "gemm", "epilogue ", epilogue_name(args.epilogue), " needs a bias");
-  ZT_CHECK(!has_bias || args.batch == 1, "gemm", "epilogue ", epilogue_name(args.epilogue),
-           " is for unbatched products (linear layers), got batch ", args.batch);
-  ZT_CHECK(args.pre_gelu == nullptr || (args.epilogue == GemmEpilogue::bias_gelu && args.n % 8 == 0), "gemm",
-           "pre_gelu output needs the bias_gelu epilogue and n divisible by 8, got epilogue ",
-           epilogue_name(args.epilogue), " and n = ", args.n);
+  if (args.m == 0 || args.n == 0) return true;
+  check_epilogue(args);
+  may_decline = may_decline && is_backward_epilogue(args.epilogue);
 
   const cudaDataType_t type = cuda_type(args.dtype);
   const bool f64 = args.dtype == DType::f64;
@@ -120,17 +167,7 @@ void gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
   const cublasOperation_t op_second = args.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   desc.set(CUBLASLT_MATMUL_DESC_TRANSA, op_first);
   desc.set(CUBLASLT_MATMUL_DESC_TRANSB, op_second);
-  if (has_bias) {
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    if (args.epilogue == GemmEpilogue::bias_gelu)
-      epi = args.pre_gelu != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
-    desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
-    if (args.pre_gelu != nullptr) {
-      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.pre_gelu);
-      desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, args.n);
-    }
-  }
+  set_epilogue(desc, args);
 
   const int64_t m = args.m, n = args.n, k = args.k;
   // Stored (pre-op) column-major shapes: our b is [k, n] row-major = [n, k] column-major, etc.
@@ -157,7 +194,8 @@ void gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
   key.align_a = alignment_of(a);
   key.align_b = alignment_of(b);
   key.align_c = alignment_of(out);
-  key.align_bias = std::min(alignment_of(args.bias), alignment_of(args.pre_gelu));
+  key.align_bias = std::min({alignment_of(args.bias), alignment_of(args.pre_gelu), alignment_of(args.gelu_input),
+                             alignment_of(args.bias_grad)});
 
   DeviceGuard guard(device);
   GemmState& state = DeviceContext::get(device).gemm_state();
@@ -173,22 +211,34 @@ void gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(key.align_c));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
-    ZT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(state.handle, desc.desc, layout_first.layout, layout_second.layout,
-                                                   layout_out.layout, layout_out.layout, pref.pref, 1, &result,
-                                                   &returned));
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(state.handle, desc.desc, layout_first.layout, layout_second.layout,
+                                       layout_out.layout, layout_out.layout, pref.pref, 1, &result, &returned);
+    if (status != CUBLAS_STATUS_NOT_SUPPORTED) ZT_CUBLAS_CHECK(status);
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED) returned = 0;
+    if (returned == 0 && may_decline) {
+      state.algorithms.emplace(key, std::nullopt);
+      return false;
+    }
     ZT_CHECK(returned > 0, "gemm", "cuBLASLt has no algorithm for ", dtype_name(args.dtype), " m=", m, " n=", n,
              " k=", k, " batch=", args.batch, " transpose_a=", args.transpose_a, " transpose_b=", args.transpose_b,
              " epilogue=", epilogue_name(args.epilogue), " (alignments ", key.align_a, "/", key.align_b, "/",
              key.align_c, " bytes)");
     found = state.algorithms.emplace(key, result.algo).first;
   }
+  if (!found->second) {
+    ZT_CHECK(may_decline, "gemm", "cuBLASLt has no algorithm for epilogue ", epilogue_name(args.epilogue), " at m=",
+             m, " n=", n, " k=", k);
+    return false;
+  }
   const double alpha64 = args.alpha, beta64 = args.beta;
   const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
   const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
   ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, layout_first.layout, a, layout_second.layout, beta,
-                                 out, layout_out.layout, out, layout_out.layout, &found->second, workspace,
+                                 out, layout_out.layout, out, layout_out.layout, &*found->second, workspace,
                                  GemmState::kWorkspaceBytes, stream));
+  return true;
 }
 
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, GemmEpilogue epilogue,
@@ -314,6 +364,68 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
   if (!fusable) return Backend::linear(x, weight, bias, gelu, pre_activation);
   return cuda::linear_forward(x, weight, bias, gelu ? cuda::GemmEpilogue::bias_gelu : cuda::GemmEpilogue::bias,
                               gelu ? pre_activation : nullptr);
+}
+
+// The backward halves fold the bias-gradient reduction and the GeLU derivative into the product's
+// epilogue where cuBLASLt has a kernel for it (16-bit and f32 types, unbatched, widths divisible by
+// 8); elsewhere, or when it declines, the defaults run (product, GeLU backward, reduction).
+namespace {
+bool epilogue_eligible(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!t->is_contiguous() || t->dtype() == DType::f64 || t->numel() == 0) return false;
+  return true;
+}
+}  // namespace
+
+LinearWeightGrads CudaBackend::linear_weight_grads(const Tensor& dy, const Tensor& x, bool bias) const {
+  if (!bias || !epilogue_eligible({&dy, &x}) || dy.dtype() != x.dtype() || dy.size(0) != x.size(0))
+    return Backend::linear_weight_grads(dy, x, bias);
+  const int device = cuda::cuda_device_of("linear_weight_grads", dy);
+  cuda::check_same_device("linear_weight_grads", dy, x);
+  const int64_t rows = dy.size(0), out_features = dy.size(1), in = x.size(1);
+  LinearWeightGrads g;
+  g.dweight = empty({out_features, in}, dy.dtype(), dy.device());
+  g.dbias = empty({out_features}, dy.dtype(), dy.device());
+  cuda::GemmArgs args;
+  args.dtype = dy.dtype();
+  args.m = out_features;
+  args.n = in;
+  args.k = rows;
+  args.transpose_a = true;  // dw = dy^T x
+  args.epilogue = cuda::GemmEpilogue::grad_bias_a;
+  args.bias_grad = g.dbias.raw_data();
+  if (cuda::gemm(args, dy.raw_data(), x.raw_data(), g.dweight.raw_data(), device, cuda::current_stream(device),
+                 /*may_decline=*/true))
+    return g;
+  return Backend::linear_weight_grads(dy, x, bias);
+}
+
+Tensor CudaBackend::linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre,
+                                      Tensor* dbias) const {
+  const bool gelu = gelu_pre.defined();
+  if (!gelu || !epilogue_eligible({&dy, &weight, &gelu_pre}) || dy.dtype() != weight.dtype() ||
+      gelu_pre.dtype() != dy.dtype() || weight.size(1) % 8 != 0 ||
+      gelu_pre.shape() != Shape({dy.size(0), weight.size(1)}))
+    return Backend::linear_input_grad(dy, weight, gelu_pre, dbias);
+  const int device = cuda::cuda_device_of("linear_input_grad", dy);
+  cuda::check_same_device("linear_input_grad", dy, weight);
+  cuda::check_same_device("linear_input_grad", dy, gelu_pre);
+  const int64_t rows = dy.size(0), out_features = dy.size(1), in = weight.size(1);
+  Tensor dx = empty({rows, in}, dy.dtype(), dy.device());
+  Tensor db = dbias != nullptr ? empty({in}, dy.dtype(), dy.device()) : Tensor();
+  cuda::GemmArgs args;
+  args.dtype = dy.dtype();
+  args.m = rows;
+  args.n = in;
+  args.k = out_features;  // dx = dy w
+  args.epilogue = dbias != nullptr ? cuda::GemmEpilogue::dgelu_grad_bias : cuda::GemmEpilogue::dgelu;
+  args.gelu_input = gelu_pre.raw_data();
+  args.bias_grad = dbias != nullptr ? db.raw_data() : nullptr;
+  if (!cuda::gemm(args, dy.raw_data(), weight.raw_data(), dx.raw_data(), device, cuda::current_stream(device),
+                  /*may_decline=*/true))
+    return Backend::linear_input_grad(dy, weight, gelu_pre, dbias);
+  if (dbias != nullptr) *dbias = db;
+  return dx;
 }
 
 }  // namespace zt

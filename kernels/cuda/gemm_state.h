@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 namespace zt::cuda {
@@ -54,7 +55,8 @@ struct GemmState {
   cublasLtHandle_t handle = nullptr;
   std::mutex mutex;  // guards the maps below
   std::unordered_map<cudaStream_t, void*> workspaces;
-  std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> algorithms;
+  // nullopt: cuBLASLt has no algorithm (remembered so a declined epilogue is not asked again).
+  std::unordered_map<GemmKey, std::optional<cublasLtMatmulAlgo_t>, GemmKeyHash> algorithms;
 };
 
 }  // namespace zt::cuda

@@ -31,6 +31,13 @@ Tensor row_parallel_linear(const Tensor& x, const Tensor& weight, const Tensor& 
   return bias.defined() ? add(y, bias) : y;
 }
 
+Tensor parallel_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+                    const TpGroup& tp) {
+  if (!tp.active()) return mlp(x, w1, b1, w2, b2);
+  Tensor y = leave_tp_region(mlp(enter_tp_region(x, tp), w1, b1, w2, Tensor()), tp);
+  return b2.defined() ? add(y, b2) : y;
+}
+
 Tensor vocab_parallel_embedding(const Tensor& weight, const Tensor& ids, const TpGroup& tp) {
   const char* api = "vocab_parallel_embedding";
   if (!tp.active()) return embedding(weight, ids);

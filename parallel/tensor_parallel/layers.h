@@ -41,6 +41,13 @@ Tensor column_parallel_linear(const Tensor& x, const Tensor& weight, const Tenso
 // whole bias [out] (replicated; may be undefined), added after the reduction so it is added once.
 Tensor row_parallel_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const TpGroup& tp);
 
+// The transformer MLP, gelu(x w1^T + b1) w2^T + b2, as column- then row-parallel linears: w1 [F/tp,
+// C] and b1 [F/tp] are this rank's hidden features, w2 [C, F/tp] their columns of the projection,
+// b2 [C] whole. One mlp() node per rank (fused GeLU and bias-gradient epilogues on the GPU); the
+// input enters and the output leaves the tensor-parallel region as in the two linears.
+Tensor parallel_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+                    const TpGroup& tp);
+
 // Rows of the vocabulary-parallel embedding: weight [V/tp, C] holds rows [rank*V/tp, (rank+1)*V/tp)
 // of the whole [V, C]. Ids outside the rank's range give zero rows; the partial results are summed
 // over ranks (all-reduce, or reduce-scatter along dim 1 under sequence parallelism). ids [B, T]

@@ -5,6 +5,8 @@
 #include <cmath>
 
 #include "cuda_test_util.h"
+#include "core/autograd.h"
+#include "core/ops.h"
 #include "kernels/cuda/gemm.h"
 
 namespace zt {
@@ -156,6 +158,69 @@ TEST(CudaGemm, BackendLinearMatchesCpu) {
         if (gelu) expect_close(pre_gpu, pre_cpu, t, what + " pre-activation");
       }
     }
+  }
+}
+
+// The backward halves of a linear layer (Backend::linear_weight_grads, linear_input_grad): the
+// CUDA backend's BGRADB / DGELU / DGELU_BGRAD epilogues against the CPU backend's product,
+// GeLU backward and reduction, and the mlp op end to end against the CPU.
+TEST(CudaGemm, LinearBackwardEpiloguesMatchCpu) {
+  ZT_REQUIRE_GPU();
+  struct Case {
+    int64_t rows, in, out;
+  };
+  uint64_t seed = 100;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Tol t = gemm_tol(dtype);
+    if (dtype == DType::f32) t.rel = 1e-4;  // cuBLASLt's GeLU derivative uses a fast tanh
+    for (const Case& cs : {Case{130, 72, 264}, Case{512, 256, 1024}}) {
+      const std::string what = std::string(dtype_name(dtype)) + " rows=" + std::to_string(cs.rows) +
+                               " in=" + std::to_string(cs.in) + " out=" + std::to_string(cs.out);
+      Tensor dy = randn_cpu({cs.rows, cs.out}, dtype, ++seed), x = randn_cpu({cs.rows, cs.in}, dtype, ++seed);
+      Tensor w = randn_cpu({cs.out, cs.in}, dtype, ++seed, 0.1), pre = randn_cpu({cs.rows, cs.in}, dtype, ++seed);
+      for (bool bias : {true, false}) {
+        LinearWeightGrads want = cpu().linear_weight_grads(dy, x, bias);
+        LinearWeightGrads got = gpu().linear_weight_grads(to_gpu(dy), to_gpu(x), bias);
+        expect_close(got.dweight, want.dweight, t, what + " dw", dot_scale(cs.rows));
+        if (bias) expect_close(got.dbias, want.dbias, t, what + " db", dot_scale(cs.rows));
+        EXPECT_EQ(got.dbias.defined(), bias) << what;
+      }
+      for (bool gelu : {false, true}) {
+        for (bool bias : {false, true}) {
+          const std::string w_what = what + (gelu ? " dgelu" : " dx") + (bias ? " +db" : "");
+          Tensor db_want, db_got;
+          Tensor want = cpu().linear_input_grad(dy, w, gelu ? pre : Tensor(), bias ? &db_want : nullptr);
+          Tensor got = gpu().linear_input_grad(to_gpu(dy), to_gpu(w), gelu ? to_gpu(pre) : Tensor(),
+                                               bias ? &db_got : nullptr);
+          expect_close(got, want, t, w_what);
+          if (bias) expect_close(db_got, db_want, t, w_what + " db", dot_scale(cs.rows) * 0.1);
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaGemm, MlpOpMatchesCpu) {
+  ZT_REQUIRE_GPU();
+  const int64_t B = 2, T = 65, C = 64, F = 256;
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    Tensor x = randn_cpu({B, T, C}, dtype, 1), w1 = randn_cpu({F, C}, dtype, 2, 0.1), b1 = randn_cpu({F}, dtype, 3);
+    Tensor w2 = randn_cpu({C, F}, dtype, 4, 0.1), b2 = randn_cpu({C}, dtype, 5), dy = randn_cpu({B, T, C}, dtype, 6);
+    std::vector<Tensor> cpu_leaves{x, w1, b1, w2, b2}, gpu_leaves;
+    for (Tensor& l : cpu_leaves) {
+      gpu_leaves.push_back(to_gpu(l));
+      gpu_leaves.back().set_requires_grad(true);
+      l.set_requires_grad(true);
+    }
+    auto run = [](const std::vector<Tensor>& v) { return mlp(v[0], v[1], v[2], v[3], v[4]); };
+    Tensor y_cpu = run(cpu_leaves), y_gpu = run(gpu_leaves);
+    Tol t = gemm_tol(dtype);
+    if (dtype == DType::f32) t.rel = 1e-4;
+    const std::string what = dtype_name(dtype);
+    expect_close(y_gpu, y_cpu, t, what + " y");
+    std::vector<Tensor> g_cpu = grad({y_cpu}, cpu_leaves, {dy}), g_gpu = grad({y_gpu}, gpu_leaves, {to_gpu(dy)});
+    const char* names[] = {"dx", "dw1", "db1", "dw2", "db2"};
+    for (size_t i = 0; i < g_cpu.size(); ++i) expect_close(g_gpu[i], g_cpu[i], t, what + " " + names[i]);
   }
 }
 

@@ -229,6 +229,38 @@ TEST(LinearGelu, ForwardMatchesNaiveLoopsAndGradientsMatchFiniteDifferences) {
   gradcheck([](const std::vector<Tensor>& v) { return linear_gelu(v[0], v[1]); }, {x, w});
 }
 
+// mlp is one node for linear(linear_gelu(x, w1, b1), w2, b2): the same values, and gradients that
+// match both that composition and finite differences, with and without either bias.
+TEST(Mlp, MatchesLinearGeluThenLinearAndFiniteDifferences) {
+  uint64_t seed = 2000;
+  for (int biases = 0; biases < 4; ++biases) {
+    const bool has_b1 = biases & 1, has_b2 = biases & 2;
+    Tensor x = randn({2, 3, 4}, seed++, 0, DType::f64), w1 = randn({8, 4}, seed++, 0, DType::f64);
+    Tensor w2 = randn({5, 8}, seed++, 0, DType::f64);
+    Tensor b1 = has_b1 ? randn({8}, seed++, 0, DType::f64) : Tensor();
+    Tensor b2 = has_b2 ? randn({5}, seed++, 0, DType::f64) : Tensor();
+    std::vector<Tensor> leaves{x, w1, w2};
+    if (has_b1) leaves.push_back(b1);
+    if (has_b2) leaves.push_back(b2);
+    for (Tensor& t : leaves) t.set_requires_grad(true);
+    SCOPED_TRACE("b1 " + std::to_string(has_b1) + " b2 " + std::to_string(has_b2));
+    auto fn = [has_b1, has_b2](const std::vector<Tensor>& v, bool fused) {
+      const Tensor bias1 = has_b1 ? v[3] : Tensor();
+      const Tensor bias2 = has_b2 ? v[has_b1 ? 4 : 3] : Tensor();
+      return fused ? mlp(v[0], v[1], bias1, v[2], bias2) : linear(linear_gelu(v[0], v[1], bias1), v[2], bias2);
+    };
+    Tensor fused = fn(leaves, true), composed = fn(leaves, false);
+    EXPECT_EQ(fused.shape(), Shape({2, 3, 5}));
+    expect_close(fused, composed.shape(), host(composed), 1e-14, 1e-14, "forward");
+    Tensor dy = randn({2, 3, 5}, seed++, 0, DType::f64);
+    std::vector<Tensor> g_fused = grad({fused}, leaves, {dy});
+    std::vector<Tensor> g_composed = grad({composed}, leaves, {dy});
+    for (size_t i = 0; i < leaves.size(); ++i)
+      expect_close(g_fused[i], g_composed[i].shape(), host(g_composed[i]), 1e-12, 1e-12, "grad " + std::to_string(i));
+    gradcheck([&](const std::vector<Tensor>& v) { return fn(v, true); }, leaves);
+  }
+}
+
 TEST(GemmKernel, AccumulateAddsToTheStartingValue) {
   for (DType dtype : {DType::f32, DType::f64, DType::bf16}) {
     Tensor a = randn({2, 3, 4}, 1, 0, dtype), b = randn({4, 5}, 2, 0, dtype), acc = randn({2, 3, 5}, 3, 0, dtype);
