@@ -21,6 +21,7 @@
 #include "core/cuda_support.h"
 #include "core/tensor.h"
 #include "kernels/cuda/cross_entropy.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/runtime.h"
 #include "bench/timing.h"
@@ -177,6 +178,15 @@ int main(int argc, char** argv) {
       rows.push_back({"attention_packed_fwd_bwd", shape, time_ms(opt, [&] {
                         AttentionResult r = gpu().attention(pq, pk, pv, true, scale);
                         gpu().attention_backward(pdout, pq, pk, pv, r.out, r.lse, true, scale);
+                      }),
+                      3.5 * fwd_flops, 0});
+      // zerotrain's own kernels (the default above is cuDNN's SDPA where the build has it).
+      const CudaBackend own(CudaBackend::AttentionImpl::kernels);
+      rows.push_back({"attention_kernels_fwd", shape, time_ms(opt, [&] { own.attention(pq, pk, pv, true, scale); }),
+                      fwd_flops, 0});
+      rows.push_back({"attention_kernels_fwd_bwd", shape, time_ms(opt, [&] {
+                        AttentionResult r = own.attention(pq, pk, pv, true, scale);
+                        own.attention_backward(pdout, pq, pk, pv, r.out, r.lse, true, scale);
                       }),
                       3.5 * fwd_flops, 0});
     }

@@ -3,6 +3,7 @@
 set(ZT_HAVE_CUDA OFF)
 set(ZT_HAVE_NCCL OFF)
 set(ZT_HAVE_CUDNN OFF)
+set(ZT_HAVE_CUDNN_FRONTEND OFF)
 if(NOT ZT_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
@@ -51,6 +52,20 @@ if(ZT_HAVE_CUDA)
     add_library(zt_cudnn INTERFACE)
     target_include_directories(zt_cudnn SYSTEM INTERFACE ${CUDNN_INCLUDE_DIR})
     target_link_libraries(zt_cudnn INTERFACE ${CUDNN_LIBRARY})
+  endif()
+  # cuDNN's C++ frontend (header-only) for the cuDNN attention path: CUDNN_FRONTEND_ROOT, or where
+  # scripts/lib/setup.sh puts it (.deps/cudnn_frontend). Without it attention uses our kernels only.
+  if(ZT_HAVE_CUDNN)
+    find_path(CUDNN_FRONTEND_INCLUDE_DIR cudnn_frontend.h
+              HINTS ${CUDNN_FRONTEND_ROOT} $ENV{CUDNN_FRONTEND_ROOT} ${PROJECT_SOURCE_DIR}/.deps/cudnn_frontend
+              PATH_SUFFIXES include)
+    if(CUDNN_FRONTEND_INCLUDE_DIR)
+      set(ZT_HAVE_CUDNN_FRONTEND ON)
+      target_include_directories(zt_cudnn SYSTEM INTERFACE ${CUDNN_FRONTEND_INCLUDE_DIR})
+      target_compile_definitions(zt_cudnn INTERFACE ZT_HAVE_CUDNN_FRONTEND=1 CUDNN_FRONTEND_SKIP_JSON_LIB=1)
+      # The frontend's own (non-cuDNN) engines compile kernels at run time with NVRTC.
+      target_link_libraries(zt_cudnn INTERFACE CUDA::nvrtc)
+    endif()
   endif()
   if(ZT_CUDA STREQUAL "ON" AND NOT ZT_HAVE_NCCL)
     message(FATAL_ERROR "ZT_CUDA=ON but NCCL was not found: set NCCL_ROOT to the folder holding include/nccl.h and lib/")

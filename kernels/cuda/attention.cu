@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/attention_backward.cuh"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/attention_forward.cuh"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/runtime.h"
@@ -108,6 +109,7 @@ AttentionResult CudaBackend::attention(const Tensor& q, const Tensor& k, const T
   result.lse = empty({d.batch, d.heads, d.seq}, DType::f32, q.device());
   if (q.numel() == 0) return result;
 
+  if (use_cudnn_ && cuda::cudnn_sdpa_forward(q, k, v, result.out, result.lse, causal, scale)) return result;
   const int device = q.device().index;
   cuda::DeviceGuard guard(device);
   cuda::attn::ForwardParams p;
@@ -158,6 +160,8 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
   }
   if (q.numel() == 0) return grads;
 
+  if (use_cudnn_ && cuda::cudnn_sdpa_backward(grad_out, q, k, v, out, lse, grads.dq, grads.dk, grads.dv, causal, scale))
+    return grads;
   const int device = q.device().index;
   cuda::DeviceGuard guard(device);
   // Delta = rowsum(grad_out * out), f32 [B, H, T]; freed (to the caching allocator) on return,

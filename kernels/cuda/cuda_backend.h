@@ -8,6 +8,13 @@ namespace zt {
 
 class CudaBackend final : public Backend {
  public:
+  // Which attention implementation runs: cuDNN's fused SDPA where the build has it and cuDNN
+  // accepts the problem, else ours (auto); or ours only (kernels), which the tests and the kernel
+  // benchmark use to hold each path against the CPU and against each other.
+  enum class AttentionImpl : uint8_t { automatic, kernels };
+  explicit CudaBackend(AttentionImpl attention = AttentionImpl::automatic)
+      : use_cudnn_(attention == AttentionImpl::automatic) {}
+
   DeviceType device_type() const override { return DeviceType::cuda; }
   bool attention_accepts_layout(const Tensor& t) const override;
   bool fused_attention_supported(DType dtype, int64_t head_dim) const override;
@@ -47,6 +54,8 @@ class CudaBackend final : public Backend {
   Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale, const Tensor& scale_by, bool in_place) const override;
   Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWArgs& args) const override;
+ private:
+  bool use_cudnn_;
 };
 
 }  // namespace zt

@@ -2,6 +2,7 @@
 // functions core/cuda_support.h asks of the backend.
 #include "kernels/cuda/runtime.h"
 
+#include <cstdlib>
 #include <fmt/format.h>
 
 #include <array>
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/gemm_state.h"
 
 #if defined(ZT_HAVE_CUDNN)
@@ -228,6 +230,12 @@ DeviceContext::~DeviceContext() {
   if (error_claim_ != nullptr) (void)cudaFree(error_claim_);
 }
 
+SdpaState& DeviceContext::sdpa_state() {
+  std::lock_guard<std::mutex> lock(sdpa_mutex_);
+  if (!sdpa_) sdpa_ = std::make_unique<SdpaState>(device_);
+  return *sdpa_;
+}
+
 GemmState& DeviceContext::gemm_state() {
   std::lock_guard<std::mutex> lock(gemm_mutex_);
   if (!gemm_) gemm_ = std::make_unique<GemmState>(device_);
@@ -310,8 +318,14 @@ bool is_available() { return device_count() > 0; }
 
 Allocator& allocator(int device) { return DeviceContext::get(device).allocator(); }
 
+// ZT_CUDNN_ATTENTION=0 keeps attention on zerotrain's own kernels (for comparisons and as an escape
+// hatch should a cuDNN version misbehave); the default lets cuDNN take the problems it accepts.
 const Backend& backend() {
-  static const CudaBackend instance;  // stateless: state lives in the device contexts
+  static const CudaBackend instance([] {
+    const char* env = std::getenv("ZT_CUDNN_ATTENTION");
+    return env != nullptr && std::strcmp(env, "0") == 0 ? CudaBackend::AttentionImpl::kernels
+                                                         : CudaBackend::AttentionImpl::automatic;
+  }());  // its state lives in the device contexts
   return instance;
 }
 

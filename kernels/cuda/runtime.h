@@ -149,6 +149,7 @@ struct DeviceErrorSink {
 
 class CachingAllocator;
 struct GemmState;
+struct SdpaState;
 
 // Note [Per-device context].
 class DeviceContext {
@@ -165,6 +166,7 @@ class DeviceContext {
 
   CachingAllocator& allocator() { return *allocator_; }
   GemmState& gemm_state();  // created on first use (kernels/cuda/gemm.cu)
+  SdpaState& sdpa_state();  // created on first use (kernels/cuda/attention_cudnn.cpp)
 
   // Where kernels report bad input. Note [Asynchronous kernel errors].
   DeviceErrorSink error_sink() const { return {error_claim_, error_device_}; }
@@ -184,6 +186,8 @@ class DeviceContext {
   std::unique_ptr<CachingAllocator> allocator_;
   std::mutex gemm_mutex_;
   std::unique_ptr<GemmState> gemm_;
+  std::mutex sdpa_mutex_;
+  std::unique_ptr<SdpaState> sdpa_;
   DeviceErrorRecord* error_host_ = nullptr;    // mapped pinned memory
   DeviceErrorRecord* error_device_ = nullptr;  // its device address
   int* error_claim_ = nullptr;                 // device memory, 0 until a kernel reports

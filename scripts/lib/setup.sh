@@ -30,6 +30,29 @@ zt_install_dependencies() {
   fi
 }
 
+# cuDNN's C++ frontend (header-only, MIT licensed; on PyPI as nvidia-cudnn-frontend) for the cuDNN
+# attention path, unpacked into .deps/cudnn_frontend/include. Only where a CUDA compiler is; a
+# failed download only means attention runs on zerotrain's own kernels.
+ZT_CUDNN_FRONTEND_VERSION=1.32.0
+zt_fetch_cudnn_frontend() {
+  local dest=.deps/cudnn_frontend
+  [ -f "$dest/include/cudnn_frontend.h" ] && return 0
+  [ "${ZT_CUDA:-AUTO}" = OFF ] && return 0
+  command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] || return 0
+  local tmp
+  tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps --dest "$tmp" "nvidia-cudnn-frontend==$ZT_CUDNN_FRONTEND_VERSION" \
+       >/dev/null 2>&1 &&
+     python3 -c 'import glob, sys, zipfile
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("include/")])' "$tmp" "$dest"; then
+    echo "[setup] cuDNN frontend $ZT_CUDNN_FRONTEND_VERSION headers in $dest"
+  else
+    echo "[setup] could not fetch nvidia-cudnn-frontend $ZT_CUDNN_FRONTEND_VERSION: attention will use zerotrain's kernels only" >&2
+  fi
+  rm -rf "$tmp"
+}
+
 zt_configure_and_build() {
   local build_dir=$1
   shift
@@ -39,6 +62,7 @@ zt_configure_and_build() {
   command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
   local generator=()
   command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+  zt_fetch_cudnn_frontend
   if [ ! -f "$build_dir/CMakeCache.txt" ]; then
     cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DZT_CUDA="${ZT_CUDA:-AUTO}" \
       -DZT_WERROR="${ZT_WERROR:-OFF}" "${launcher[@]}" ${ZT_CMAKE_ARGS:-}

@@ -15,9 +15,24 @@
 #include "core/backend.h"
 #include "core/cuda_support.h"
 #include "core/ops.h"
+#include "kernels/cuda/attention_cudnn.h"
+#include "kernels/cuda/cuda_backend.h"
 
 namespace zt {
 namespace {
+
+// Both attention paths are held to the reference: the default backend (cuDNN's SDPA where the build
+// has it and cuDNN takes the problem) and zerotrain's own kernels alone.
+struct Path {
+  const char* name;
+  const Backend* backend;
+};
+std::vector<Path> attention_paths() {
+  static const CudaBackend kernels_only(CudaBackend::AttentionImpl::kernels);
+  std::vector<Path> paths{{"zerotrain kernels", &kernels_only}};
+  if (cuda::cudnn_sdpa_compiled()) paths.push_back({"default (cuDNN where it accepts)", &cuda::backend()});
+  return paths;
+}
 
 #define SKIP_WITHOUT_GPU() \
   if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device"
@@ -145,7 +160,16 @@ void expect_close(const std::string& what, const std::vector<double>& got, const
                     << ", want " << want[first_bad];
 }
 
+void run_case_on(const Case& c, uint64_t seed, const Backend& backend);
+
 void run_case(const Case& c, uint64_t seed) {
+  for (const Path& path : attention_paths()) {
+    SCOPED_TRACE(path.name);
+    run_case_on(c, seed, *path.backend);
+  }
+}
+
+void run_case_on(const Case& c, uint64_t seed, const Backend& backend) {
   SCOPED_TRACE(case_name(c));
   const Shape shape{c.B, c.H, c.T, c.D};
   const int64_t n = c.B * c.H * c.T * c.D;
@@ -158,7 +182,6 @@ void run_case(const Case& c, uint64_t seed) {
   const Tensor tq = from_vector_as(q, shape, c.dtype, gpu), tk = from_vector_as(k, shape, c.dtype, gpu),
                tv = from_vector_as(v, shape, c.dtype, gpu), tdout = from_vector_as(dout, shape, c.dtype, gpu);
 
-  const Backend& backend = cuda::backend();
   const AttentionResult fwd = backend.attention(tq, tk, tv, c.causal, scale);
   ASSERT_EQ(fwd.out.shape(), shape);
   ASSERT_EQ(fwd.out.dtype(), c.dtype);
@@ -215,26 +238,29 @@ TEST(AttentionCuda, PackedQkvViewsAndHeadsLastOutput) {
          tv = make_view(qkv, heads, strides, 2 * C);
   Tensor g_btc = from_vector_as(dout_btc, {B, T, C}, c.dtype, gpu);
   Tensor tdout = make_view(g_btc, heads, {T * C, D, C, 1}, 0);
-  const Backend& backend = cuda::backend();
-  ASSERT_TRUE(backend.attention_accepts_layout(tq));
-  const AttentionResult fwd = backend.attention(tq, tk, tv, true, scale);
-  EXPECT_EQ(fwd.out.strides(), Shape({T * C, D, C, 1})) << "output is [B, T, H, D] memory";
-  const std::vector<double> out = read_back(fwd.out);
-  const Reference ref = reference_attention(c, scale, q, k, v, dout, out);
-  expect_close("out", out, ref.out, 2e-2);
-  const AttentionGrads g = backend.attention_backward(tdout, tq, tk, tv, fwd.out, fwd.lse, true, scale);
-  EXPECT_EQ(g.dq.strides(), strides) << "gradients take the packed layout";
-  EXPECT_EQ(g.dk.storage(), g.dq.storage());
-  EXPECT_EQ(g.dk.offset(), g.dq.offset() + C);
-  EXPECT_EQ(g.dv.offset(), g.dq.offset() + 2 * C);
-  expect_close("dq", read_back(g.dq), ref.dq, 2e-2);
-  expect_close("dk", read_back(g.dk), ref.dk, 2e-2);
-  expect_close("dv", read_back(g.dv), ref.dv, 2e-2);
-  // A misaligned view (rows of 3C + 1 elements) is refused with the layout rule.
-  Tensor odd = from_vector_as(random_values(B * T * (3 * C + 1), c.dtype, 1.0, 503), {B, T, 3 * C + 1}, c.dtype, gpu);
-  Tensor bad = make_view(odd, heads, {T * (3 * C + 1), D, 3 * C + 1, 1}, 0);
-  EXPECT_FALSE(backend.attention_accepts_layout(bad));
-  EXPECT_THROW(backend.attention(bad, bad, bad, true, scale), Error);
+  for (const Path& path : attention_paths()) {
+    SCOPED_TRACE(path.name);
+    const Backend& backend = *path.backend;
+    ASSERT_TRUE(backend.attention_accepts_layout(tq));
+    const AttentionResult fwd = backend.attention(tq, tk, tv, true, scale);
+    EXPECT_EQ(fwd.out.strides(), Shape({T * C, D, C, 1})) << "output is [B, T, H, D] memory";
+    const std::vector<double> out = read_back(fwd.out);
+    const Reference ref = reference_attention(c, scale, q, k, v, dout, out);
+    expect_close("out", out, ref.out, 2e-2);
+    const AttentionGrads g = backend.attention_backward(tdout, tq, tk, tv, fwd.out, fwd.lse, true, scale);
+    EXPECT_EQ(g.dq.strides(), strides) << "gradients take the packed layout";
+    EXPECT_EQ(g.dk.storage(), g.dq.storage());
+    EXPECT_EQ(g.dk.offset(), g.dq.offset() + C);
+    EXPECT_EQ(g.dv.offset(), g.dq.offset() + 2 * C);
+    expect_close("dq", read_back(g.dq), ref.dq, 2e-2);
+    expect_close("dk", read_back(g.dk), ref.dk, 2e-2);
+    expect_close("dv", read_back(g.dv), ref.dv, 2e-2);
+    // A misaligned view (rows of 3C + 1 elements) is refused with the layout rule.
+    Tensor odd = from_vector_as(random_values(B * T * (3 * C + 1), c.dtype, 1.0, 503), {B, T, 3 * C + 1}, c.dtype, gpu);
+    Tensor bad = make_view(odd, heads, {T * (3 * C + 1), D, 3 * C + 1, 1}, 0);
+    EXPECT_FALSE(backend.attention_accepts_layout(bad));
+    EXPECT_THROW(backend.attention(bad, bad, bad, true, scale), Error);
+  }
 }
 
 TEST(AttentionCuda, ShortSequencesAndPartialTiles) {
