@@ -53,14 +53,12 @@ LinearWeightGrads Backend::linear_weight_grads(const Tensor& dy, const Tensor& x
   if (bias) g.dbias = view(reduce(ReduceOp::sum, dy, {true, false}), {dy.size(1)});
   return g;
 }
-Tensor Backend::linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre,
-                                  Tensor* dbias) const {
+Tensor Backend::linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre) const {
   NoGradGuard no_grad;
   Tensor dx = view(gemm(view(dy, {1, dy.size(0), dy.size(1)}), view(weight, {1, weight.size(0), weight.size(1)}),
                         false, false, 1, Tensor()),
                    {dy.size(0), weight.size(1)});
   if (gelu_pre.defined()) dx = unary_backward(UnaryOp::gelu, dx, gelu_pre, Tensor(), 0.0);
-  if (dbias != nullptr) *dbias = view(reduce(ReduceOp::sum, dx, {true, false}), {dx.size(1)});
   return dx;
 }
 Tensor Backend::softmax(const Tensor&) const { not_implemented("softmax"); }

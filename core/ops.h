@@ -89,8 +89,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // gelu(linear(x, weight, bias)) as one op: on CUDA the bias and GeLU are the product's epilogue.
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 // A GPT MLP, gelu(x w1^T + b1) w2^T + b2, as one autograd node: the same values and saved
-// activations as linear(linear_gelu(x, w1, b1), w2, b2), with a backward whose products carry the
-// GeLU derivative and the bias gradients in their epilogues on the GPU (Backend::linear_input_grad).
+// activations as linear(linear_gelu(x, w1, b1), w2, b2), with a backward whose weight-gradient
+// products carry the bias gradients in their epilogues on the GPU (Backend::linear_weight_grads).
 Tensor mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2);
 // Normalise over the last dim. weight/bias [C] (bias may be undefined for layernorm).
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);

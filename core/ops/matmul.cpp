@@ -127,7 +127,7 @@ class LinearBackward final : public Node {
     Tensor g2 = contiguous(reshape(grads[0], {-1, out_features}));
     if (pre_.defined()) g2 = be.unary_backward(UnaryOp::gelu, g2, pre_, Tensor(), 0.0);
     std::vector<Tensor> out(3);
-    if (next[0].node) out[0] = reshape(be.linear_input_grad(g2, weight_, Tensor(), nullptr), x_.shape());
+    if (next[0].node) out[0] = reshape(be.linear_input_grad(g2, weight_, Tensor()), x_.shape());
     const bool want_bias = has_bias_ && next[2].node;
     if (next[1].node) {
       LinearWeightGrads w = be.linear_weight_grads(g2, contiguous(reshape(x_, {-1, x_.size(-1)})), want_bias);
@@ -145,8 +145,8 @@ class LinearBackward final : public Node {
 };
 
 // y = gelu(x w1^T + b1) w2^T + b2 (mlp): saves x, the pre-activation and the hidden activation,
-// as linear_gelu followed by linear would, and runs the backward as four backend products whose
-// epilogues carry the bias gradients and the GeLU derivative (Backend::linear_input_grad).
+// as linear_gelu followed by linear would, and runs the backward as four backend products, the
+// weight-gradient ones carrying the bias gradients in their epilogues (Backend::linear_weight_grads).
 class MlpBackward final : public Node {
  public:
   MlpBackward(Shape x_shape, Tensor x, Tensor w1, Tensor pre, Tensor hidden, Tensor w2, bool has_b1, bool has_b2)
@@ -169,11 +169,15 @@ class MlpBackward final : public Node {
     }
     if (!next[0].node && !next[1].node && !(has_b1_ && next[2].node)) return out;
     const bool want_b1 = has_b1_ && next[2].node;
-    Tensor db1;
-    Tensor dpre = be.linear_input_grad(dy, w2_, pre_, want_b1 ? &db1 : nullptr);  // d(x w1^T + b1)
-    out[2] = db1;
-    if (next[1].node) out[1] = be.linear_weight_grads(dpre, x_, false).dweight;
-    if (next[0].node) out[0] = reshape(be.linear_input_grad(dpre, w1_, Tensor(), nullptr), x_shape_);
+    Tensor dpre = be.linear_input_grad(dy, w2_, pre_);  // d(x w1^T + b1)
+    if (next[1].node) {
+      LinearWeightGrads g = be.linear_weight_grads(dpre, x_, want_b1);
+      out[1] = g.dweight;
+      out[2] = g.dbias;
+    } else if (want_b1) {
+      out[2] = sum(dpre, {0});
+    }
+    if (next[0].node) out[0] = reshape(be.linear_input_grad(dpre, w1_, Tensor()), x_shape_);
     return out;
   }
 

@@ -39,11 +39,26 @@ __device__ __forceinline__ void adamw_update(float& p, float grad, float& m, flo
   p = p - c.lr * c.weight_decay * p - (c.lr / c.bias_correction1) * (m / denom);
 }
 
-template <typename G>
+// V elements per thread per iteration with V-wide loads and stores (16 bytes of each f32 array
+// when V = 4): the step is bandwidth-bound, and scalar 4-byte accesses left it at about 60% of the
+// H200's bandwidth. The tail past the last whole pack goes element by element.
+template <typename G, int V>
 __global__ void adamw_kernel(float* __restrict__ param, const G* __restrict__ grad, float* __restrict__ exp_avg,
                              float* __restrict__ exp_avg_sq, int64_t n, AdamWConstants c) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t packs = n / V;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < packs; i += stride) {
+    Pack<float, V> p = reinterpret_cast<Pack<float, V>*>(param)[i];
+    Pack<float, V> m = reinterpret_cast<Pack<float, V>*>(exp_avg)[i];
+    Pack<float, V> v = reinterpret_cast<Pack<float, V>*>(exp_avg_sq)[i];
+    const Pack<G, V> g = reinterpret_cast<const Pack<G, V>*>(grad)[i];
+#pragma unroll
+    for (int j = 0; j < V; ++j) adamw_update(p.v[j], static_cast<float>(to_acc(g.v[j])), m.v[j], v.v[j], c);
+    reinterpret_cast<Pack<float, V>*>(param)[i] = p;
+    reinterpret_cast<Pack<float, V>*>(exp_avg)[i] = m;
+    reinterpret_cast<Pack<float, V>*>(exp_avg_sq)[i] = v;
+  }
+  for (int64_t i = packs * V + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
     float p = param[i], m = exp_avg[i], v = exp_avg_sq[i];
     adamw_update(p, static_cast<float>(to_acc(grad[i])), m, v, c);
     param[i] = p;
@@ -56,7 +71,14 @@ template <typename G>
 void launch_adamw(float* param, const G* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamWConstants& c,
                   cudaStream_t stream) {
   if (n == 0) return;
-  adamw_kernel<G><<<grid_for(n), kThreads, 0, stream>>>(param, grad, exp_avg, exp_avg_sq, n, c);
+  const int width = std::min(4, vector_width({{param, sizeof(float)}, {grad, sizeof(G)}, {exp_avg, sizeof(float)},
+                                              {exp_avg_sq, sizeof(float)}}));
+  dispatch_vector_width(width, [&]<int V>() {
+    if constexpr (V <= 4) {
+      adamw_kernel<G, V><<<grid_for(std::max<int64_t>(n / V, 1)), kThreads, 0, stream>>>(param, grad, exp_avg,
+                                                                                       exp_avg_sq, n, c);
+    }
+  });
   ZT_CUDA_CHECK_LAUNCH();
 }
 

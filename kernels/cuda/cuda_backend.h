@@ -36,8 +36,6 @@ class CudaBackend final : public Backend {
   Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu,
                 Tensor* pre_activation) const override;
   LinearWeightGrads linear_weight_grads(const Tensor& dy, const Tensor& x, bool bias) const override;
-  Tensor linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre,
-                           Tensor* dbias) const override;
   Tensor softmax(const Tensor& x) const override;
   Tensor softmax_backward(const Tensor& grad_y, const Tensor& y) const override;
   Tensor log_softmax(const Tensor& x) const override;

@@ -94,26 +94,19 @@ const char* epilogue_name(GemmEpilogue e) {
     case GemmEpilogue::bias: return "bias";
     case GemmEpilogue::bias_gelu: return "bias_gelu";
     case GemmEpilogue::grad_bias_a: return "grad_bias_a";
-    case GemmEpilogue::dgelu: return "dgelu";
-    case GemmEpilogue::dgelu_grad_bias: return "dgelu_grad_bias";
   }
   return "?";
 }
 
 
-bool is_backward_epilogue(GemmEpilogue e) {
-  return e == GemmEpilogue::grad_bias_a || e == GemmEpilogue::dgelu || e == GemmEpilogue::dgelu_grad_bias;
-}
+bool is_backward_epilogue(GemmEpilogue e) { return e == GemmEpilogue::grad_bias_a; }
 
 void check_epilogue(const GemmArgs& args) {
   const GemmEpilogue e = args.epilogue;
   const bool adds_bias = e == GemmEpilogue::bias || e == GemmEpilogue::bias_gelu;
-  const bool dgelu = e == GemmEpilogue::dgelu || e == GemmEpilogue::dgelu_grad_bias;
-  const bool grad_bias = e == GemmEpilogue::grad_bias_a || e == GemmEpilogue::dgelu_grad_bias;
+  const bool grad_bias = e == GemmEpilogue::grad_bias_a;
   ZT_CHECK(!adds_bias || args.bias != nullptr, "gemm", "epilogue ", epilogue_name(e), " needs a bias");
   ZT_CHECK(!grad_bias || args.bias_grad != nullptr, "gemm", "epilogue ", epilogue_name(e), " needs bias_grad");
-  ZT_CHECK(!dgelu || (args.gelu_input != nullptr && args.n % 8 == 0), "gemm", "epilogue ", epilogue_name(e),
-           " needs gelu_input and n divisible by 8, got n = ", args.n);
   ZT_CHECK(e == GemmEpilogue::none || args.batch == 1, "gemm", "epilogue ", epilogue_name(e),
            " is for unbatched products (linear layers), got batch ", args.batch);
   ZT_CHECK(!is_backward_epilogue(e) || args.beta == 0.0, "gemm", "epilogue ", epilogue_name(e),
@@ -124,8 +117,7 @@ void check_epilogue(const GemmArgs& args) {
 }
 
 // cuBLASLt's epilogue and its pointers. Its A is our b and its B our a (gemm.h), so our per-column
-// bias is its per-row bias, our op(a) row sums are its BGRADB, and our out's column sums (over m,
-// its columns) are the DGELU_BGRAD vector.
+// bias is its per-row bias and our op(a) row sums are its BGRADB.
 void set_epilogue(MatmulDesc& desc, const GemmArgs& args) {
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
   switch (args.epilogue) {
@@ -135,15 +127,12 @@ void set_epilogue(MatmulDesc& desc, const GemmArgs& args) {
       epi = args.pre_gelu != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS;
       break;
     case GemmEpilogue::grad_bias_a: epi = CUBLASLT_EPILOGUE_BGRADB; break;
-    case GemmEpilogue::dgelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
-    case GemmEpilogue::dgelu_grad_bias: epi = CUBLASLT_EPILOGUE_DGELU_BGRAD; break;
   }
   desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
   if (args.bias != nullptr) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
   if (args.bias_grad != nullptr) desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(args.bias_grad));
-  const void* aux = args.pre_gelu != nullptr ? args.pre_gelu : args.gelu_input;
-  if (aux != nullptr) {
-    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
+  if (args.pre_gelu != nullptr) {
+    desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(args.pre_gelu));
     desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, args.n);
   }
 }
@@ -194,8 +183,7 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
   key.align_a = alignment_of(a);
   key.align_b = alignment_of(b);
   key.align_c = alignment_of(out);
-  key.align_bias = std::min({alignment_of(args.bias), alignment_of(args.pre_gelu), alignment_of(args.gelu_input),
-                             alignment_of(args.bias_grad)});
+  key.align_bias = std::min({alignment_of(args.bias), alignment_of(args.pre_gelu), alignment_of(args.bias_grad)});
 
   DeviceGuard guard(device);
   GemmState& state = DeviceContext::get(device).gemm_state();
@@ -366,9 +354,9 @@ Tensor CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor& 
                               gelu ? pre_activation : nullptr);
 }
 
-// The backward halves fold the bias-gradient reduction and the GeLU derivative into the product's
-// epilogue where cuBLASLt has a kernel for it (16-bit and f32 types, unbatched, widths divisible by
-// 8); elsewhere, or when it declines, the defaults run (product, GeLU backward, reduction).
+// The weight gradient folds the bias-gradient reduction into the product's epilogue where cuBLASLt
+// has a kernel for it (16-bit and f32 types); elsewhere, or when it declines, the default runs
+// (product, then reduction).
 namespace {
 bool epilogue_eligible(std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
@@ -398,34 +386,6 @@ LinearWeightGrads CudaBackend::linear_weight_grads(const Tensor& dy, const Tenso
                  /*may_decline=*/true))
     return g;
   return Backend::linear_weight_grads(dy, x, bias);
-}
-
-Tensor CudaBackend::linear_input_grad(const Tensor& dy, const Tensor& weight, const Tensor& gelu_pre,
-                                      Tensor* dbias) const {
-  const bool gelu = gelu_pre.defined();
-  if (!gelu || !epilogue_eligible({&dy, &weight, &gelu_pre}) || dy.dtype() != weight.dtype() ||
-      gelu_pre.dtype() != dy.dtype() || weight.size(1) % 8 != 0 ||
-      gelu_pre.shape() != Shape({dy.size(0), weight.size(1)}))
-    return Backend::linear_input_grad(dy, weight, gelu_pre, dbias);
-  const int device = cuda::cuda_device_of("linear_input_grad", dy);
-  cuda::check_same_device("linear_input_grad", dy, weight);
-  cuda::check_same_device("linear_input_grad", dy, gelu_pre);
-  const int64_t rows = dy.size(0), out_features = dy.size(1), in = weight.size(1);
-  Tensor dx = empty({rows, in}, dy.dtype(), dy.device());
-  Tensor db = dbias != nullptr ? empty({in}, dy.dtype(), dy.device()) : Tensor();
-  cuda::GemmArgs args;
-  args.dtype = dy.dtype();
-  args.m = rows;
-  args.n = in;
-  args.k = out_features;  // dx = dy w
-  args.epilogue = dbias != nullptr ? cuda::GemmEpilogue::dgelu_grad_bias : cuda::GemmEpilogue::dgelu;
-  args.gelu_input = gelu_pre.raw_data();
-  args.bias_grad = dbias != nullptr ? db.raw_data() : nullptr;
-  if (!cuda::gemm(args, dy.raw_data(), weight.raw_data(), dx.raw_data(), device, cuda::current_stream(device),
-                  /*may_decline=*/true))
-    return Backend::linear_input_grad(dy, weight, gelu_pre, dbias);
-  if (dbias != nullptr) *dbias = db;
-  return dx;
 }
 
 }  // namespace zt

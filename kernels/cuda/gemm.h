@@ -24,10 +24,9 @@ enum class GemmEpilogue : uint8_t {
   none,
   bias,       // out = a b + bias[n]
   bias_gelu,  // out = gelu(a b + bias[n]) (tanh approximation, as GPT-2)
-  // Backward epilogues (cuBLASLt BGRADB, DGELU, DGELU_BGRAD):
-  grad_bias_a,  // out = a b and bias_grad[m] = sum over k of op(a)[m, k] (a linear layer's db from dy^T)
-  dgelu,        // out = gelu'(gelu_input) * (a b), gelu_input [m, n]
-  dgelu_grad_bias,  // dgelu, and bias_grad[n] = the column sums of out
+  // out = a b and bias_grad[m] = sum over k of op(a)[m, k] (cuBLASLt BGRADB): a linear layer's dw
+  // = dy^T x with its db alongside.
+  grad_bias_a,
 };
 
 // out[i] = alpha * op(a[i]) op(b[i]) (+ beta * out[i]) then the epilogue, for i < batch.
@@ -45,13 +44,12 @@ struct GemmArgs {
   // bias_gelu only, optional: also store a b + bias (before the GeLU) here, [m, n] contiguous,
   // for the backward pass (n must be a multiple of 8).
   void* pre_gelu = nullptr;
-  const void* gelu_input = nullptr;  // dgelu epilogues: [m, n] contiguous, n a multiple of 8
-  void* bias_grad = nullptr;         // grad_bias_a: [m]; dgelu_grad_bias: [n]
+  void* bias_grad = nullptr;  // grad_bias_a: [m]
 };
 
 // The launcher: enqueues one cuBLASLt matmul on `stream` of `device`. Throws when cuBLASLt has no
 // algorithm for the problem, except that with `may_decline` it returns false instead for the
-// backward epilogues (not every shape and layout has a kernel with them; the caller then does the
+// backward epilogue (not every shape and layout has a kernel with them; the caller then does the
 // product and the epilogue's work separately). The answer is cached per problem.
 bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int device, cudaStream_t stream,
           bool may_decline = false);

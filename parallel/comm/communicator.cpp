@@ -1,6 +1,8 @@
 // Argument checks shared by every backend: the public verbs check, then call the backend's do_*.
 #include "parallel/comm/communicator.h"
 
+#include "core/backend.h"
+
 #include <string>
 
 namespace zt::comm {
@@ -22,6 +24,18 @@ void check_buffer(const char* api, const Communicator& comm, const Tensor& t, co
            shape_str(t.strides()));
   ZT_CHECK(t.device() == comm.device(), api, "the ", comm.backend(), " communicator works on ", comm.device().str(),
            " tensors, but ", role, " is ", t.describe());
+}
+
+// Note [One rank]: a group of one rank reduces, gathers and broadcasts nothing, so the collectives
+// return at once (all_reduce and broadcast leave the tensor as it is; reduce_scatter and
+// all_gather copy input to output, on the compute stream, when they are not the same memory).
+// A single-GPU run thus launches no NCCL kernels for its gradients at all.
+WorkPtr copy_on_one_rank(const Tensor& input, const Tensor& output) {
+  if (input.raw_data() != output.raw_data() && input.nbytes() > 0)
+    backend_for(output.device())
+        .copy_bytes(const_cast<void*>(output.raw_data()), output.device(), input.raw_data(), input.device(),
+                    input.nbytes());
+  return completed_work();
 }
 
 void check_reduce_dtype(const char* api, DType dtype, ReduceOp op) {
@@ -66,6 +80,7 @@ WorkPtr Communicator::all_reduce(const Tensor& tensor, ReduceOp op) {
   const char* api = "comm.all_reduce";
   check_buffer(api, *this, tensor, "tensor");
   check_reduce_dtype(api, tensor.dtype(), op);
+  if (size() == 1) return completed_work();  // Note [One rank]
   return do_all_reduce(tensor, op);
 }
 
@@ -78,6 +93,7 @@ WorkPtr Communicator::reduce_scatter(const Tensor& input, const Tensor& output, 
   ZT_CHECK(input.numel() == size() * output.numel(), api, "input has ", input.numel(), " elements, needs size (",
            size(), ") x output (", output.numel(), ") = ", size() * output.numel());
   check_alias(api, output, "output", input, "input", rank());
+  if (size() == 1) return copy_on_one_rank(input, output);
   return do_reduce_scatter(input, output, op);
 }
 
@@ -89,6 +105,7 @@ WorkPtr Communicator::all_gather(const Tensor& input, const Tensor& output) {
   ZT_CHECK(output.numel() == size() * input.numel(), api, "output has ", output.numel(), " elements, needs size (",
            size(), ") x input (", input.numel(), ") = ", size() * input.numel());
   check_alias(api, input, "input", output, "output", rank());
+  if (size() == 1) return copy_on_one_rank(input, output);
   return do_all_gather(input, output);
 }
 
@@ -96,6 +113,7 @@ WorkPtr Communicator::broadcast(const Tensor& tensor, int root) {
   const char* api = "comm.broadcast";
   check_buffer(api, *this, tensor, "tensor");
   check_peer(api, root, size(), "root");
+  if (size() == 1) return completed_work();  // Note [One rank]
   return do_broadcast(tensor, root);
 }
 

@@ -162,8 +162,8 @@ TEST(CudaGemm, BackendLinearMatchesCpu) {
 }
 
 // The backward halves of a linear layer (Backend::linear_weight_grads, linear_input_grad): the
-// CUDA backend's BGRADB / DGELU / DGELU_BGRAD epilogues against the CPU backend's product,
-// GeLU backward and reduction, and the mlp op end to end against the CPU.
+// CUDA backend's BGRADB epilogue against the CPU backend's product and reduction, and the mlp op
+// end to end against the CPU.
 TEST(CudaGemm, LinearBackwardEpiloguesMatchCpu) {
   ZT_REQUIRE_GPU();
   struct Case {
@@ -172,7 +172,6 @@ TEST(CudaGemm, LinearBackwardEpiloguesMatchCpu) {
   uint64_t seed = 100;
   for (DType dtype : {DType::f32, DType::bf16}) {
     Tol t = gemm_tol(dtype);
-    if (dtype == DType::f32) t.rel = 1e-4;  // cuBLASLt's GeLU derivative uses a fast tanh
     for (const Case& cs : {Case{130, 72, 264}, Case{512, 256, 1024}}) {
       const std::string what = std::string(dtype_name(dtype)) + " rows=" + std::to_string(cs.rows) +
                                " in=" + std::to_string(cs.in) + " out=" + std::to_string(cs.out);
@@ -186,15 +185,11 @@ TEST(CudaGemm, LinearBackwardEpiloguesMatchCpu) {
         EXPECT_EQ(got.dbias.defined(), bias) << what;
       }
       for (bool gelu : {false, true}) {
-        for (bool bias : {false, true}) {
-          const std::string w_what = what + (gelu ? " dgelu" : " dx") + (bias ? " +db" : "");
-          Tensor db_want, db_got;
-          Tensor want = cpu().linear_input_grad(dy, w, gelu ? pre : Tensor(), bias ? &db_want : nullptr);
-          Tensor got = gpu().linear_input_grad(to_gpu(dy), to_gpu(w), gelu ? to_gpu(pre) : Tensor(),
-                                               bias ? &db_got : nullptr);
-          expect_close(got, want, t, w_what);
-          if (bias) expect_close(db_got, db_want, t, w_what + " db", dot_scale(cs.rows) * 0.1);
-        }
+        Tensor want = cpu().linear_input_grad(dy, w, gelu ? pre : Tensor());
+        Tensor got = gpu().linear_input_grad(to_gpu(dy), to_gpu(w), gelu ? to_gpu(pre) : Tensor());
+        Tol tg = t;
+        if (gelu && dtype == DType::f32) tg.rel = 1e-4;  // the product's error, then the GeLU derivative's
+        expect_close(got, want, tg, what + (gelu ? " dgelu" : " dx"));
       }
     }
   }

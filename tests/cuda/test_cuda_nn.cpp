@@ -222,6 +222,28 @@ TEST(CudaAdamW, StepsMatchCpu) {
       expect_close(vg, v, {1e-5}, "exp_avg_sq " + what);
     }
   }
+  // Views that start 1 or 2 elements into their memory take the narrower (2- or 1-wide) kernels.
+  for (int64_t offset : {1, 2}) {
+    const int64_t n = 1001;
+    Tensor p = randn_cpu({n}, DType::f32, 4), m = randn_cpu({n}, DType::f32, 5, 0.1);
+    Tensor v = uniform_cpu({n}, DType::f32, 6, 0.0, 0.01), g = randn_cpu({n}, DType::f32, 7);
+    auto shifted = [&](const Tensor& t) {
+      Tensor whole = to_gpu(randn_cpu({n + offset}, DType::f32, 8));
+      Tensor view = make_view(whole, {n}, {1}, offset);
+      gpu().copy_strided(to_gpu(t), view);
+      return view;
+    };
+    Tensor pg = shifted(p), mg = shifted(m), vg = shifted(v), gg = shifted(g);
+    AdamWArgs args;
+    args.lr = 1e-3;
+    args.weight_decay = 0.1;
+    cpu().adamw_step(p, g, m, v, args);
+    gpu().adamw_step(pg, gg, mg, vg, args);
+    const std::string what = "offset " + std::to_string(offset);
+    expect_close(pg, p, {1e-5}, "param " + what);
+    expect_close(mg, m, {1e-5}, "exp_avg " + what);
+    expect_close(vg, v, {1e-5}, "exp_avg_sq " + what);
+  }
   Tensor p = to_gpu(randn_cpu({8}, DType::bf16, 1));
   Tensor m = to_gpu(randn_cpu({8}, DType::f32, 1));
   expect_error([&] { gpu().adamw_step(p, m, m, m, AdamWArgs{}); }, {"[adamw_step]", "must be f32"});
