@@ -470,7 +470,10 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     for (auto& U : units_) {
       if (U->empty) continue;
       Tensor g = step_gradient(*U);
-      if (g.dtype() != DType::f32 || g.device() != U->master.device()) g = to(to(g, DType::f32), U->master.device());
+      // AdamW reads 16-bit gradients itself (widening to f32 is exact, so the update is the same),
+      // so only f64 gradients are cast, and offloaded ones cross to the host in their own dtype.
+      if (g.dtype() == DType::f64) g = to(g, DType::f32);
+      if (g.device() != U->master.device()) g = to(g, U->master.device());
       const Backend& be = backend_for(U->master.device());
       // One launch per run of adjacent segments that share their weight decay (a block's 12
       // parameters make 9 runs; a run is a plain elementwise update of the flat shard).
