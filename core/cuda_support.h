@@ -3,6 +3,8 @@
 // "built without CUDA".
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <string>
 
 #include "core/allocator.h"
@@ -25,5 +27,22 @@ std::string device_name(int device);
 void synchronize(int device);
 // Versions of the CUDA runtime, driver, cuBLASLt and cuDNN, for `zerotrain info`.
 std::string version_info();
+
+// A host-waitable marker of a device stream's progress (a CUDA event behind the scenes). A
+// default-constructed fence is already passed.
+class StreamFence {
+ public:
+  StreamFence() = default;
+  explicit StreamFence(std::shared_ptr<void> event) : event_(std::move(event)) {}
+  void wait() const;  // blocks the host until the stream has reached the marker
+ private:
+  std::shared_ptr<void> event_;
+};
+
+// Host -> device copy on the device's current stream that returns at once (Backend::copy_bytes
+// waits for host <-> device copies to finish, to protect the host memory; this is the exception,
+// for hot paths such as a step's token ids). `src` must be page-locked (pinned_host_allocator) and
+// stay unchanged until the returned fence has been waited for.
+StreamFence upload_async(void* dst, int device, const void* src, size_t bytes);
 
 }  // namespace zt::cuda

@@ -7,6 +7,7 @@
 
 #include "launch/checkpoint.h"
 #include "launch/data/embedded_corpus.h"
+#include "launch/input_staging.h"
 #include "launch/data/loader.h"
 #include "launch/data/tokenizer.h"
 #include "launch/model_parallel.h"
@@ -78,10 +79,6 @@ DataSources open_data(const TrainConfig& cfg, const data::Tokenizer& tok) {
   return d;
 }
 
-Tensor batch_tensor(const std::vector<int32_t>& tokens, int64_t B, int64_t T, Device device) {
-  return from_vector(tokens, {B, T}, device);
-}
-
 // The mean of a per-rank value over the group.
 double average(comm::Communicator& world, double value) {
   if (world.size() == 1) return value;
@@ -93,7 +90,7 @@ double average(comm::Communicator& world, double value) {
 class Run {
  public:
   Run(const TrainConfig& cfg, comm::Communicator& world, Device device)
-      : cfg_(cfg), world_(world), device_(device), rank0_(world.rank() == 0) {}
+      : cfg_(cfg), world_(world), device_(device), rank0_(world.rank() == 0), inputs_(device) {}
 
   TrainOutcome execute();
 
@@ -108,6 +105,7 @@ class Run {
   comm::Communicator& world_;
   Device device_;
   bool rank0_;
+  InputStaging inputs_;  // token ids to the device without a stream drain
   std::unique_ptr<data::Tokenizer> tokenizer_;
   // parallel.tp > 1 (launch/model_parallel.h); declared first so that its mesh outlives the model and engine.
   std::unique_ptr<TensorParallelTraining> tensor_parallel_;
@@ -127,8 +125,8 @@ double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
   for (int64_t i = 0; i < micro_batches; ++i) {
     data::Batch b = loader.next();
     engine_->begin_micro_batch(true);
-    Tensor loss = model_->forward_loss(*engine_, batch_tensor(b.inputs, B, c.seq_len, device_),
-                                       batch_tensor(b.targets, B, c.seq_len, device_), StepRng{}, false);
+    Tensor ids = inputs_.upload(b.inputs, B, c.seq_len), targets = inputs_.upload(b.targets, B, c.seq_len);
+    Tensor loss = model_->forward_loss(*engine_, ids, targets, StepRng{}, false);
     total += loss.item();
   }
   return average(world_, total / static_cast<double>(micro_batches));
@@ -331,8 +329,8 @@ TrainOutcome Run::execute() {
       Tensor loss;
       {
         MemoryCategoryScope scope(MemoryCategory::activations);
-        loss = model_->forward_loss(*engine_, batch_tensor(batch.inputs, B, T, device_),
-                                    batch_tensor(batch.targets, B, T, device_), rng, true, checkpoint_k_);
+        Tensor ids = inputs_.upload(batch.inputs, B, T), targets = inputs_.upload(batch.targets, B, T);
+        loss = model_->forward_loss(*engine_, ids, targets, rng, true, checkpoint_k_);
         backward(mul_scalar(loss, scaler.scale() / static_cast<double>(accum)));
       }
       engine_->end_backward();

@@ -331,6 +331,20 @@ const Backend& backend() {
 
 std::string device_name(int device) { return DeviceContext::get(device).properties().name; }
 
+void StreamFence::wait() const {
+  if (event_) static_cast<const Event*>(event_.get())->synchronize();
+}
+
+StreamFence upload_async(void* dst, int device, const void* src, size_t bytes) {
+  if (bytes == 0) return {};
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  auto event = std::make_shared<Event>(device);
+  event->record(stream);
+  return StreamFence(std::move(event));
+}
+
 void synchronize(int device) {
   DeviceGuard guard(device);
   ZT_CUDA_CHECK(cudaDeviceSynchronize());

@@ -20,5 +20,7 @@ const Backend& backend() { no_cuda("cuda.backend"); }
 std::string device_name(int) { no_cuda("cuda.device_name"); }
 void synchronize(int) { no_cuda("cuda.synchronize"); }
 std::string version_info() { return "CUDA: not built"; }
+void StreamFence::wait() const {}
+StreamFence upload_async(void*, int, const void*, size_t) { no_cuda("cuda.upload_async"); }
 
 }  // namespace zt::cuda
