@@ -112,6 +112,19 @@ class MatmulBackward final : public Node {
   bool transpose_a_, transpose_b_;
 };
 
+// A linear layer's dw (when want_weight) and db (when want_bias) from its dy and input x, both
+// [rows, features]: one product with the bias reduction in its epilogue where the backend can.
+void weight_and_bias_grads(const Backend& be, const Tensor& dy, const Tensor& x, bool want_weight, bool want_bias,
+                           Tensor& dweight, Tensor& dbias) {
+  if (want_weight) {
+    LinearWeightGrads g = be.linear_weight_grads(dy, x, want_bias);
+    dweight = g.dweight;
+    dbias = g.dbias;
+  } else if (want_bias) {
+    dbias = sum(dy, {0});
+  }
+}
+
 // y = x w^T + bias over rows of x; see linear() for the shapes. With pre_activation given, y was
 // gelu(pre_activation) (linear_gelu) and the GeLU's derivative is applied first.
 class LinearBackward final : public Node {
@@ -128,14 +141,8 @@ class LinearBackward final : public Node {
     if (pre_.defined()) g2 = be.unary_backward(UnaryOp::gelu, g2, pre_, Tensor(), 0.0);
     std::vector<Tensor> out(3);
     if (next[0].node) out[0] = reshape(be.linear_input_grad(g2, weight_, Tensor()), x_.shape());
-    const bool want_bias = has_bias_ && next[2].node;
-    if (next[1].node) {
-      LinearWeightGrads w = be.linear_weight_grads(g2, contiguous(reshape(x_, {-1, x_.size(-1)})), want_bias);
-      out[1] = w.dweight;
-      out[2] = w.dbias;
-    } else if (want_bias) {
-      out[2] = sum(g2, {0});
-    }
+    weight_and_bias_grads(be, g2, contiguous(reshape(x_, {-1, x_.size(-1)})), next[1].node != nullptr,
+                          has_bias_ && next[2].node, out[1], out[2]);
     return out;
   }
 
@@ -150,8 +157,8 @@ class LinearBackward final : public Node {
 class MlpBackward final : public Node {
  public:
   MlpBackward(Shape x_shape, Tensor x, Tensor w1, Tensor pre, Tensor hidden, Tensor w2, bool has_b1, bool has_b2)
-      : x_shape_(std::move(x_shape)), x_(std::move(x)), w1_(std::move(w1)), pre_(std::move(pre)), hidden_(std::move(hidden)), w2_(std::move(w2)),
-        has_b1_(has_b1), has_b2_(has_b2) {}
+      : x_shape_(std::move(x_shape)), x_(std::move(x)), w1_(std::move(w1)), pre_(std::move(pre)),
+        hidden_(std::move(hidden)), w2_(std::move(w2)), has_b1_(has_b1), has_b2_(has_b2) {}
   std::string name() const override { return "MlpBackward"; }
   void release() override { x_ = w1_ = pre_ = hidden_ = w2_ = Tensor(); }
 
@@ -159,24 +166,11 @@ class MlpBackward final : public Node {
     const Backend& be = backend_for(w1_.device());
     Tensor dy = contiguous(reshape(grads[0], {-1, w2_.size(0)}));
     std::vector<Tensor> out(5);  // x, w1, b1, w2, b2
-    const bool want_b2 = has_b2_ && next[4].node;
-    if (next[3].node) {
-      LinearWeightGrads g = be.linear_weight_grads(dy, hidden_, want_b2);
-      out[3] = g.dweight;
-      out[4] = g.dbias;
-    } else if (want_b2) {
-      out[4] = sum(dy, {0});
-    }
-    if (!next[0].node && !next[1].node && !(has_b1_ && next[2].node)) return out;
+    weight_and_bias_grads(be, dy, hidden_, next[3].node != nullptr, has_b2_ && next[4].node, out[3], out[4]);
     const bool want_b1 = has_b1_ && next[2].node;
+    if (!next[0].node && !next[1].node && !want_b1) return out;
     Tensor dpre = be.linear_input_grad(dy, w2_, pre_);  // d(x w1^T + b1)
-    if (next[1].node) {
-      LinearWeightGrads g = be.linear_weight_grads(dpre, x_, want_b1);
-      out[1] = g.dweight;
-      out[2] = g.dbias;
-    } else if (want_b1) {
-      out[2] = sum(dpre, {0});
-    }
+    weight_and_bias_grads(be, dpre, x_, next[1].node != nullptr, want_b1, out[1], out[2]);
     if (next[0].node) out[0] = reshape(be.linear_input_grad(dpre, w1_, Tensor()), x_shape_);
     return out;
   }
