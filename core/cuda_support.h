@@ -19,6 +19,8 @@ bool built_with_cuda();
 int device_count();          // 0 without a usable GPU (never throws)
 bool is_available();         // device_count() > 0
 Allocator& allocator(int device);  // the caching allocator of cuda:device
+// Caps what the caching allocator of cuda:device hands out (0: no cap beyond the card).
+void set_memory_limit(int device, size_t bytes);
 // Page-locked host memory (cudaHostAlloc) for host <-> device staging: copies from and to it run
 // at the link's full speed. Where no GPU is usable (or without CUDA) it is the CPU allocator.
 Allocator& pinned_host_allocator();

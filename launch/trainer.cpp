@@ -147,6 +147,11 @@ TrainOutcome Run::execute() {
   const DType cdt = compute_dtype_of(precision_kind);
   ZT_CHECK(!(device_.is_cpu() && cdt == DType::f16), "train", "precision.dtype fp16 needs a GPU; use f32 or bf16 on the CPU");
 
+  if (device_.is_cuda() && tc.device_memory_limit_gib() > 0) {
+    cuda::set_memory_limit(device_.index, static_cast<size_t>(tc.device_memory_limit_gib() * 1073741824.0));
+    say(fmt::format("{}: allocations capped at {:.1f} GiB (train.device_memory_limit_gib)", device_.str(),
+                    tc.device_memory_limit_gib()));
+  }
   tokenizer_ = make_tokenizer(cfg_.data().tokenizer());
   const GptDims dims = model_dims(cfg_);
   ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,

@@ -318,6 +318,8 @@ bool is_available() { return device_count() > 0; }
 
 Allocator& allocator(int device) { return DeviceContext::get(device).allocator(); }
 
+void set_memory_limit(int device, size_t bytes) { DeviceContext::get(device).allocator().set_memory_limit(bytes); }
+
 // ZT_CUDNN_ATTENTION=0 keeps attention on zerotrain's own kernels (for comparisons and as an escape
 // hatch should a cuDNN version misbehave); the default lets cuDNN take the problems it accepts.
 const Backend& backend() {

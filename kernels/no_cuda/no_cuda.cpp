@@ -15,6 +15,7 @@ bool built_with_cuda() { return false; }
 int device_count() { return 0; }
 bool is_available() { return false; }
 Allocator& allocator(int) { no_cuda("cuda.allocator"); }
+void set_memory_limit(int, size_t) { no_cuda("cuda.set_memory_limit"); }
 Allocator& pinned_host_allocator() { return allocator_for(Device::cpu()); }
 const Backend& backend() { no_cuda("cuda.backend"); }
 std::string device_name(int) { no_cuda("cuda.device_name"); }
