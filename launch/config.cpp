@@ -512,6 +512,19 @@ ActivationCheckpointing activation_checkpointing(const TrainConfig& cfg) {
           static_cast<int>(cfg.parallel().activation_checkpointing()));
 }
 
+CheckpointPolicy checkpoint_policy(const TrainConfig& cfg) {
+  CheckpointPolicy policy;
+  switch (activation_checkpointing(cfg)) {
+    case ActivationCheckpointing::none: return policy;
+    case ActivationCheckpointing::selective: policy.mode = Recompute::selective; return policy;
+    case ActivationCheckpointing::full: break;
+  }
+  policy.mode = Recompute::full;
+  policy.every_k_blocks = cfg.parallel().checkpoint_every_k_blocks();
+  policy.num_blocks = cfg.parallel().checkpoint_num_blocks();
+  return policy;
+}
+
 std::vector<int> blocks_per_chunk(const TrainConfig& cfg) {
   const auto& p = cfg.parallel();
   if (p.stage_split_size() > 0) return {p.stage_split().begin(), p.stage_split().end()};

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "launch/config.pb.h"
+#include "models/checkpoint_policy.h"
 #include "models/presets.h"
 
 namespace zt {
@@ -74,6 +75,9 @@ LrScheduleKind lr_schedule_kind(const TrainConfig& cfg);
 DeviceChoice device_choice(const TrainConfig& cfg);
 PipelineScheduleKind pipeline_schedule(const TrainConfig& cfg);
 ActivationCheckpointing activation_checkpointing(const TrainConfig& cfg);
+// parallel.activation_checkpointing, checkpoint_every_k_blocks and checkpoint_num_blocks as the
+// models' policy (models/checkpoint_policy.h).
+CheckpointPolicy checkpoint_policy(const TrainConfig& cfg);
 
 // Blocks per model chunk in pipeline order: parallel.stage_split, or n_layer split evenly over
 // pp * virtual_stages chunks. Chunk c runs on pipeline rank c % pp.

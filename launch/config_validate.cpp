@@ -1,5 +1,6 @@
 // Validation of a resolved config: every range and every contradiction, reported together, each
 // naming the field path and what is accepted.
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -115,6 +116,36 @@ void check_data_checkpoint_logging(const TrainConfig& cfg, Problems& p) {
     p.add("logging.run_name = '{}': must be non-empty and contain no '/'", l.run_name());
 }
 
+// parallel.checkpoint_num_blocks counts from the first block of each run of blocks: the model, or
+// with pp > 1 each model chunk (Note [Checkpointing modes] in models/checkpointing.h). A count above
+// the blocks of every chunk would silently checkpoint them all, so it is refused like one above n_layer.
+void check_checkpoint_num_blocks(const TrainConfig& cfg, Problems& p) {
+  const auto& par = cfg.parallel();
+  const int n = par.checkpoint_num_blocks(), n_layer = cfg.model().n_layer();
+  if (n <= 0) return;  // negative: reported by at_least
+  if (par.activation_checkpointing() != zerotrain::ParallelConfig::full) {
+    p.add("parallel.checkpoint_num_blocks ({}) applies only to activation_checkpointing: full (it is {})", n,
+          zerotrain::ParallelConfig::ActivationCheckpointing_Name(par.activation_checkpointing()));
+    return;
+  }
+  if (n_layer >= 1 && n > n_layer) {
+    p.add("parallel.checkpoint_num_blocks ({}) exceeds model.n_layer ({}); use 0 to checkpoint all blocks", n, n_layer);
+    return;
+  }
+  const int chunks = par.pp() * par.virtual_stages();
+  if (chunks <= 1) return;
+  int largest = 0;  // blocks of the largest model chunk, where the split is valid (else reported above)
+  if (par.stage_split_size() == chunks) {
+    largest = *std::max_element(par.stage_split().begin(), par.stage_split().end());
+  } else if (par.stage_split_size() == 0 && n_layer % chunks == 0) {
+    largest = n_layer / chunks;
+  }
+  if (largest >= 1 && n > largest)
+    p.add("parallel.checkpoint_num_blocks ({}) counts the blocks of each pipeline chunk, and no chunk of parallel.pp "
+          "({}) x parallel.virtual_stages ({}) has more than {}; give at most {}, or 0 to checkpoint all blocks",
+          n, par.pp(), par.virtual_stages(), largest, largest);
+}
+
 void check_parallel(const TrainConfig& cfg, Problems& p) {
   const auto& par = cfg.parallel();
   const auto& m = cfg.model();
@@ -124,6 +155,7 @@ void check_parallel(const TrainConfig& cfg, Problems& p) {
   p.at_least("parallel.micro_batches", par.micro_batches(), 1);
   p.at_least("parallel.virtual_stages", par.virtual_stages(), 1);
   p.at_least("parallel.checkpoint_every_k_blocks", par.checkpoint_every_k_blocks(), 1);
+  p.at_least("parallel.checkpoint_num_blocks", par.checkpoint_num_blocks(), 0);
   if (par.zero_stage() < 0 || par.zero_stage() > 3)
     p.add("parallel.zero_stage = {}: must be 0, 1, 2 or 3", par.zero_stage());
   if (!(par.bucket_mb() > 0 && std::isfinite(par.bucket_mb())))
@@ -187,6 +219,7 @@ void check_parallel(const TrainConfig& cfg, Problems& p) {
     p.add("parallel.checkpoint_every_k_blocks ({}) applies only to activation_checkpointing: full (it is {})",
           par.checkpoint_every_k_blocks(),
           zerotrain::ParallelConfig::ActivationCheckpointing_Name(par.activation_checkpointing()));
+  check_checkpoint_num_blocks(cfg, p);
 }
 
 }  // namespace

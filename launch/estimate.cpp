@@ -43,6 +43,7 @@ MemoryEstimateInput estimate_input_from_config(const TrainConfig& cfg, int ranks
   in.pipeline_schedule = pipeline_schedule(cfg);
   in.checkpointing = activation_checkpointing(cfg);
   in.checkpoint_every_k_blocks = p.checkpoint_every_k_blocks();
+  in.checkpoint_num_blocks = p.checkpoint_num_blocks();
   in.sequence_parallel = p.sequence_parallel();
   in.dropout = cfg.model().dropout() > 0;
   in.bucket_mb = p.bucket_mb();
@@ -78,7 +79,12 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 // Selective recomputation re-runs the GeLU (keeping one of its two 4C-wide tensors) and, for
 // unfused attention, the softmax, so it keeps 12 e BTC + ... - 4 e BTC / t and no T^2 term.
 // Full recomputation keeps each segment's input (e BTC, a segment being checkpoint_every_k_blocks
-// blocks) and, while backward re-runs one segment, that segment's blocks in full.
+// blocks) and, while backward re-runs one segment, that segment's blocks in full. With
+// checkpoint_num_blocks = N > 0 only the first N blocks of each model chunk (of the model when
+// pp = 1) are segmented so; the chunk's P other blocks keep the per-block bytes above, as without
+// checkpointing. Backward frees those (the chunk's last) before it re-runs a segment, so the re-run
+// adds max(0, min(k, N) - P) blocks to what the chunk pass keeps (Note [Checkpointing modes] in
+// models/checkpointing.h).
 // Outside the blocks: token ids (int32) and the embedding dropout mask on the first stage; on the
 // last, the final layernorm's input, output and statistics, the logits in e bytes (their gradient
 // overwrites them, except under vocab parallelism where it is a second e bytes; the fused
@@ -116,6 +122,8 @@ void check_input(const MemoryEstimateInput& in) {
            "micro_batch_size and micro_batches must be >= 1, got ", in.micro_batch_size, " and ", in.micro_batches);
   ZT_CHECK(in.checkpoint_every_k_blocks >= 1, "estimate", "checkpoint_every_k_blocks must be >= 1, got ",
            in.checkpoint_every_k_blocks);
+  ZT_CHECK(in.checkpoint_num_blocks >= 0, "estimate", "checkpoint_num_blocks must be >= 0 (0: all blocks), got ",
+           in.checkpoint_num_blocks);
   ZT_CHECK(in.bucket_mb > 0, "estimate", "bucket_mb must be > 0, got ", in.bucket_mb);
   ZT_CHECK(in.dims || in.parameter_count > 0, "estimate", "give model dims or a parameter count > 0");
   if (in.dims) {
@@ -168,18 +176,22 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
   const bool interleaved = in.pipeline_schedule == PipelineScheduleKind::interleaved && in.pp > 1;
   const int64_t held = in_flight(in, s);
   const int64_t k = in.checkpoint_every_k_blocks;
-  const auto segments = [k](int64_t n) { return (n + k - 1) / k; };
+  const CheckpointPolicy policy{in.checkpointing == ActivationCheckpointing::full ? Recompute::full : Recompute::none,
+                                in.checkpoint_every_k_blocks, in.checkpoint_num_blocks};
 
-  int64_t total_blocks = 0, max_chunk = 0, total_segments = 0;
-  for (int b : blocks) total_blocks += b, max_chunk = std::max<int64_t>(max_chunk, b), total_segments += segments(b);
-
-  int64_t bytes = 0;
-  if (in.checkpointing == ActivationCheckpointing::full) {
-    const int64_t kept_inputs = interleaved ? held * segments(max_chunk) : held * total_segments;
-    bytes = kept_inputs * block_input + std::min(k, max_chunk) * per_block;
-  } else {
-    bytes = (interleaved ? held * max_chunk : held * total_blocks) * per_block;
+  // Per pass through a chunk of b blocks: what forward leaves for backward (segment inputs of the
+  // checkpointed blocks, everything of the plain ones), and what re-running a segment adds to that
+  // once the plain blocks are freed. Interleaved, `held` counts chunk passes of the largest chunk.
+  int64_t kept_sum = 0, kept_max = 0, rerun_max = 0;
+  for (int b : blocks) {
+    const int64_t checkpointed = policy.checkpointed_blocks(b);
+    const int64_t plain = b - checkpointed;
+    const int64_t kept = (checkpointed + k - 1) / k * block_input + plain * per_block;
+    kept_sum += kept;
+    kept_max = std::max(kept_max, kept);
+    rerun_max = std::max(rerun_max, std::max<int64_t>(0, std::min(k, checkpointed) - plain) * per_block);
   }
+  int64_t bytes = held * (interleaved ? kept_max : kept_sum) + rerun_max;
 
   // Embedding and head activations live once per micro-batch, on the first and last stage.
   const int64_t io_held = in.pp == 1 ? 1
@@ -313,13 +325,19 @@ std::string format_memory_estimate(const MemoryEstimate& e, const MemoryEstimate
                       with_thousands(in.parameter_count));
   }
   const int world = in.dp * in.tp * in.pp;
+  std::string checkpointing = activation_checkpointing_name(in.checkpointing);
+  if (in.checkpointing == ActivationCheckpointing::full) {  // its settings, where not the defaults
+    const int n = in.checkpoint_num_blocks, k = in.checkpoint_every_k_blocks;
+    if (n > 0) checkpointing += fmt::format(" of the first {} blocks{}", n, in.pp > 1 ? " of each chunk" : "");
+    if (k > 1) checkpointing += fmt::format(", {} blocks per segment", k);
+  }
   out += fmt::format("layout: dp {} x tp {} x pp {} = {} rank{}, ZeRO stage {}{}{}, {}, micro-batch {}, {} per step, "
                      "activation checkpointing {}{}\n",
                      in.dp, in.tp, in.pp, world, world == 1 ? "" : "s", in.zero_stage,
                      in.offload_optimizer ? ", optimizer offloaded" : "", in.offload_params ? ", params offloaded" : "",
                      precision_name(in.precision), in.micro_batch_size,
                      in.micro_batches == 1 ? std::string("1 micro-batch") : fmt::format("{} micro-batches", in.micro_batches),
-                     activation_checkpointing_name(in.checkpointing),
+                     checkpointing,
                      in.pp > 1 ? fmt::format(", schedule {}", pipeline_schedule_name(in.pipeline_schedule)) : "");
 
   // One column per pipeline stage; with many stages the first, the worst and the last.

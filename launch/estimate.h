@@ -64,6 +64,7 @@ struct MemoryEstimateInput {
   PipelineScheduleKind pipeline_schedule = PipelineScheduleKind::one_f_one_b;
   ActivationCheckpointing checkpointing = ActivationCheckpointing::none;
   int checkpoint_every_k_blocks = 1;
+  int checkpoint_num_blocks = 0;  // full: checkpoint the first N blocks of each chunk; 0: all
   bool sequence_parallel = false;
   bool dropout = false;           // dropout > 0: 1-byte masks are kept for backward
   bool fused_attention = true;    // attention keeps its log-sum-exp, not the T x T probabilities

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
-#include "core/autograd.h"
+#include "models/checkpointing.h"
 #include "parallel/pipeline/partition.h"
 #include "parallel/tensor_parallel/cross_entropy.h"
 
@@ -42,12 +42,13 @@ double average_over(comm::Communicator& group, double value) {
 // ---- GptChunks ---------------------------------------------------------------------------------
 
 GptChunks::GptChunks(Gpt& model, const pipeline::StagePlan& plan, ParameterSource& source, int64_t micro_batch_size,
-                     bool activation_checkpointing)
+                     const CheckpointPolicy& checkpointing)
     : model_(model),
       plan_(plan),
       source_(source),
       micro_batch_size_(micro_batch_size),
-      activation_checkpointing_(activation_checkpointing) {
+      checkpointing_(checkpointing) {
+  checkpointing.validate();
   ZT_CHECK(plan.num_blocks() == model.config().n_layer, "pipeline", "the stage plan splits ", plan.num_blocks(),
            " blocks but the model has n_layer = ", model.config().n_layer);
   ZT_CHECK(micro_batch_size >= 1, "pipeline", "micro_batch_size must be >= 1 (got ", micro_batch_size, ")");
@@ -98,16 +99,12 @@ Tensor GptChunks::forward(int chunk, int micro_batch, const Tensor& input, bool 
   const pipeline::ChunkPlacement& p = plan_.chunk(chunk);
   const StepRng rng{seed_, step_, static_cast<uint64_t>(micro_batch)};
   Tensor x = p.first ? model_.embed(source_, inputs_[static_cast<size_t>(micro_batch)], rng, training) : input;
-  for (int l = p.first_block; l < p.end_block; ++l) {
-    if (activation_checkpointing_ && training) {
-      auto fn = [this, l, rng](const std::vector<Tensor>& in) {
-        return std::vector<Tensor>{model_.block(source_, l, in[0], rng, true)};
-      };
-      x = checkpoint(fn, {x})[0];
-    } else {
-      x = model_.block(source_, l, x, rng, training);
-    }
-  }
+  // Checkpointed segments keep a copy and replay it in backward: it captures only this object (which
+  // outlives the step) and values.
+  const BlockFn block = [this, rng, training](int layer, const Tensor& h) {
+    return model_.block(source_, layer, h, rng, training);
+  };
+  x = run_blocks(p.first_block, p.end_block - p.first_block, x, block, checkpointing_, training);
   if (!p.last) return x;
   return loss(x, targets_[static_cast<size_t>(micro_batch)]);
 }
@@ -118,7 +115,7 @@ PipelineStep::PipelineStep(Gpt& model, zero::ZeroEngine& engine, const pipeline:
                            comm::Communicator& pp, const PipelineStepOptions& options)
     : options_(options),
       source_(engine, plan, pp, head_shape(model), model.config().compute_dtype, pp.device()),
-      chunks_(model, plan, source_, options.micro_batch_size, options.activation_checkpointing),
+      chunks_(model, plan, source_, options.micro_batch_size, options.checkpointing),
       executor_(pipeline::make_schedule({options.schedule, plan.pp(), options.micro_batches, plan.num_chunks(), {}}),
                 pp, plan, chunks_, source_, engine) {
   // Note [Global gradient norm]: every stage's parameters, and under tensor parallelism every tp
@@ -170,12 +167,12 @@ CheckpointPlacement PipelineTraining::checkpoint_placement() const {
   return CheckpointPlacement{mesh_.coord().pp, mesh_.shape().pp};
 }
 
-void PipelineTraining::attach(Gpt& model, zero::ZeroEngine& engine, bool activation_checkpointing) {
+void PipelineTraining::attach(Gpt& model, zero::ZeroEngine& engine, const CheckpointPolicy& checkpointing) {
   PipelineStepOptions o;
   o.schedule = schedule_kind_of(cfg_);
   o.micro_batches = cfg_.train().grad_accumulation();
   o.micro_batch_size = cfg_.train().micro_batch_size();
-  o.activation_checkpointing = activation_checkpointing;
+  o.checkpointing = checkpointing;
   o.seed = cfg_.train().seed();
   step_ = std::make_unique<PipelineStep>(model, engine, plan_, mesh_.pp(), o);
 }

@@ -27,8 +27,10 @@ namespace zt {
 // The chunks of one pipeline rank, computed with GPT's unit-level functions.
 class GptChunks final : public pipeline::ChunkModel {
  public:
+  // Each chunk runs its blocks through run_blocks with `checkpointing`: a full policy's num_blocks
+  // counts from the chunk's first block (Note [Checkpointing modes] in models/checkpointing.h).
   GptChunks(Gpt& model, const pipeline::StagePlan& plan, ParameterSource& source, int64_t micro_batch_size,
-            bool activation_checkpointing);
+            const CheckpointPolicy& checkpointing);
 
   // The micro-batches the next step or evaluation reads: token ids [B, T] (used by stage 0) and
   // targets [B, T] (used by the last stage); dropout draws from StepRng{seed, step, micro-batch}.
@@ -45,7 +47,7 @@ class GptChunks final : public pipeline::ChunkModel {
   const pipeline::StagePlan& plan_;
   ParameterSource& source_;
   int64_t micro_batch_size_;
-  bool activation_checkpointing_;
+  CheckpointPolicy checkpointing_;
   std::vector<Tensor> inputs_, targets_;
   uint64_t seed_ = 0, step_ = 0;
 };
@@ -54,7 +56,7 @@ struct PipelineStepOptions {
   pipeline::ScheduleKind schedule = pipeline::ScheduleKind::one_f_one_b;
   int micro_batches = 1;  // per optimizer step
   int64_t micro_batch_size = 1;
-  bool activation_checkpointing = false;
+  CheckpointPolicy checkpointing;  // full: blocks recomputed in backward (selective is the model's switch)
   uint64_t seed = 0;  // dropout
 };
 
@@ -107,7 +109,7 @@ class PipelineTraining {
   CheckpointPlacement checkpoint_placement() const;
 
   // Once the engine holds the model's parameters: makes the step (syncing the head copy).
-  void attach(Gpt& model, zero::ZeroEngine& engine, bool activation_checkpointing);
+  void attach(Gpt& model, zero::ZeroEngine& engine, const CheckpointPolicy& checkpointing);
   void sync_tied_embedding();
 
   struct Outcome {

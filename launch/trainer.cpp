@@ -112,8 +112,7 @@ class Run {
   std::unique_ptr<Gpt> model_;
   std::unique_ptr<zero::ZeroEngine> engine_;
   std::unique_ptr<PipelineTraining> pipeline_;  // parallel.pp > 1 (launch/pipeline_step.h)
-  bool checkpointing_ = false;  // full activation checkpointing
-  int checkpoint_k_ = 0;        // blocks per checkpointed segment (0: none)
+  CheckpointPolicy checkpointing_;  // parallel.activation_checkpointing and its settings
 };
 
 double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
@@ -184,12 +183,11 @@ TrainOutcome Run::execute() {
   engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(),
                                                pipeline_ ? pipeline_->dp() : tensor_parallel_ ? tensor_parallel_->dp() : world_,
                                                ac, zc);
-  // Full checkpointing recomputes segments of checkpoint_every_k_blocks blocks; selective only the
-  // attention core and gelu(linear) (Note [Checkpointing modes] in models/checkpointing.h).
-  const ActivationCheckpointing ckpt_mode = activation_checkpointing(cfg_);
-  checkpointing_ = ckpt_mode == ActivationCheckpointing::full;
-  checkpoint_k_ = checkpointing_ ? std::max(1, cfg_.parallel().checkpoint_every_k_blocks()) : 0;
-  model_->set_selective_recompute(ckpt_mode == ActivationCheckpointing::selective);
+  // Full checkpointing recomputes segments of checkpoint_every_k_blocks blocks among the first
+  // checkpoint_num_blocks (of each pipeline chunk); selective only the attention core and
+  // gelu(linear), inside Gpt::block (Note [Checkpointing modes] in models/checkpointing.h).
+  checkpointing_ = checkpoint_policy(cfg_);
+  model_->set_selective_recompute(checkpointing_.selective());
   if (pipeline_) {
     pipeline_->attach(*model_, *engine_, checkpointing_);  // norm groups: pp, and tp when the model has it
   } else if (tensor_parallel_) {
@@ -335,7 +333,7 @@ TrainOutcome Run::execute() {
       {
         MemoryCategoryScope scope(MemoryCategory::activations);
         Tensor ids = inputs_.upload(batch.inputs, B, T), targets = inputs_.upload(batch.targets, B, T);
-        loss = model_->forward_loss(*engine_, ids, targets, rng, true, checkpoint_k_);
+        loss = model_->forward_loss(*engine_, ids, targets, rng, true, checkpointing_);
         backward(mul_scalar(loss, scaler.scale() / static_cast<double>(accum)));
       }
       engine_->end_backward();

@@ -23,6 +23,9 @@ void CheckpointPolicy::validate() const {
   ZT_CHECK(every_k_blocks >= 1, "checkpointing", "every_k_blocks must be >= 1, got ", every_k_blocks);
   ZT_CHECK(every_k_blocks == 1 || mode == Recompute::full, "checkpointing",
            "every_k_blocks (", every_k_blocks, ") applies only to full recomputation");
+  ZT_CHECK(num_blocks >= 0, "checkpointing", "num_blocks must be >= 0 (0: all blocks), got ", num_blocks);
+  ZT_CHECK(num_blocks == 0 || mode == Recompute::full, "checkpointing",
+           "num_blocks (", num_blocks, ") applies only to full recomputation");
 }
 
 Tensor attention_core(const Tensor& qkv, int64_t n_head, bool recompute) {
@@ -48,13 +51,11 @@ Tensor run_blocks(int first, int count, const Tensor& x, const BlockFn& block, c
                   bool training) {
   policy.validate();
   ZT_CHECK(count >= 0 && first >= 0, "checkpointing", "block range [", first, ", ", first + count, ") is invalid");
+  const bool recompute = training && grad_mode_enabled();
+  const int checkpointed_end = first + (recompute ? policy.checkpointed_blocks(count) : 0);
   Tensor h = x;
-  if (policy.mode != Recompute::full || !training || !grad_mode_enabled()) {
-    for (int l = first; l < first + count; ++l) h = block(l, h);
-    return h;
-  }
-  for (int begin = first; begin < first + count; begin += policy.every_k_blocks) {
-    const int end = std::min(first + count, begin + policy.every_k_blocks);
+  for (int begin = first; begin < checkpointed_end; begin += policy.every_k_blocks) {
+    const int end = std::min(checkpointed_end, begin + policy.every_k_blocks);
     // Copies `block`: the node replays it during backward, after this call has returned.
     auto segment = [block, begin, end](const std::vector<Tensor>& in) {
       Tensor y = in[0];
@@ -63,6 +64,7 @@ Tensor run_blocks(int first, int count, const Tensor& x, const BlockFn& block, c
     };
     h = checkpoint(segment, {h})[0];
   }
+  for (int l = checkpointed_end; l < first + count; ++l) h = block(l, h);
   return h;
 }
 

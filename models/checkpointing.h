@@ -5,6 +5,12 @@
 //   full       blocks are grouped into segments of `every_k_blocks` consecutive blocks; each segment
 //              runs under zt::checkpoint (Note [Checkpoint] in core/autograd.h), so forward keeps only
 //              each segment's input, and backward re-runs one segment at a time with the tape on.
+//              With num_blocks = N > 0 only the first N blocks of a run (the model, or one pipeline
+//              chunk: run_blocks' range) are segmented so, and the rest keep what `none` keeps:
+//              Megatron-LM's "block" method (recompute_num_layers), between none and full in both
+//              memory and recomputation. The first N and not the last: backward reaches the plain
+//              blocks first and frees their tensors before it replays a segment, so the replay's
+//              transient blocks do not come on top of them.
 //   selective  Korthikanti et al. 2022: only the cheap, wide parts are recomputed. The attention core
 //              (heads split, softmax(q k^T) v, heads merged) keeps its qkv input and nothing else, and
 //              the MLP's gelu(linear) keeps its input, so the 4C-wide pre-GeLU tensor and the attention
@@ -21,24 +27,17 @@
 //   MLP:        m = gelu_linear(layernorm(x1, ...), p[kFcW], p[kFcB], selective);
 //   blocks:     x = run_blocks(0, n_layer, x, [&](int l, const Tensor& h) { return block(src, l, h, rng, training); },
 //                              policy, training);
+//   pipeline:   GptChunks::forward (launch/pipeline_step.cpp) calls run_blocks on each chunk's blocks.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 
 #include "core/ops.h"
+#include "models/checkpoint_policy.h"
 #include "models/gpt.h"
 
 namespace zt {
-
-enum class Recompute : uint8_t { none, full, selective };
-
-struct CheckpointPolicy {
-  Recompute mode = Recompute::none;
-  int every_k_blocks = 1;  // full: blocks per checkpointed segment
-  bool selective() const { return mode == Recompute::selective; }
-  void validate() const;   // throws naming the field
-};
 
 // Multi-head causal self-attention core: qkv [B, T, 3C] (q, k, v concatenated on the last dim, as
 // GPT-2's c_attn produces) -> [B, T, C] with the heads merged back. With recompute, backward
@@ -50,9 +49,10 @@ Tensor attention_core(const Tensor& qkv, int64_t n_head, bool recompute);
 Tensor gelu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool recompute);
 
 // Runs `count` blocks from `first` on x: block(first, x), block(first + 1, ...), ... With
-// mode == full and training, consecutive runs of every_k_blocks blocks are one checkpointed segment
-// (the last one may be shorter). `block` is copied into each segment's node, so whatever it refers
-// to (the parameter source) must outlive backward.
+// mode == full and training, the first policy.checkpointed_blocks(count) of them are cut into
+// checkpointed segments of every_k_blocks consecutive blocks (the last one may be shorter); the rest
+// run plainly. `block` is copied into each segment's node, so whatever it refers to (the parameter
+// source) must outlive backward.
 using BlockFn = std::function<Tensor(int layer, const Tensor& x)>;
 Tensor run_blocks(int first, int count, const Tensor& x, const BlockFn& block, const CheckpointPolicy& policy,
                   bool training);

@@ -280,12 +280,10 @@ Tensor Gpt::forward_logits(ParameterSource& src, const Tensor& ids) {
 }
 
 Tensor Gpt::forward_loss(ParameterSource& src, const Tensor& ids, const Tensor& targets, const StepRng& rng,
-                         bool training, int checkpoint_every_k_blocks) {
+                         bool training, const CheckpointPolicy& checkpointing) {
   Tensor x = embed(src, ids, rng, training);
-  CheckpointPolicy policy;
-  if (checkpoint_every_k_blocks > 0) policy = {Recompute::full, checkpoint_every_k_blocks};
   x = run_blocks(0, static_cast<int>(config_.n_layer), x,
-                 [&](int l, const Tensor& h) { return block(src, l, h, rng, training); }, policy, training);
+                 [&](int l, const Tensor& h) { return block(src, l, h, rng, training); }, checkpointing, training);
   return loss_from_hidden(src, final_norm(src, x), targets);
 }
 

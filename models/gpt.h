@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "models/checkpoint_policy.h"
 #include "models/presets.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/sharding.h"
@@ -110,11 +111,12 @@ class Gpt {
   // Mean cross-entropy of the next-token targets [B,T] (i32/i64; -100 ignored) over the true vocabulary.
   Tensor loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets);
 
-  // Whole model, one process. checkpoint_every_k_blocks > 0 recomputes segments of that many blocks
-  // in backward (full checkpointing, Note [Checkpointing modes] in models/checkpointing.h).
+  // Whole model, one process. A full `checkpointing` policy recomputes its blocks in backward (Note
+  // [Checkpointing modes] in models/checkpointing.h); selective recomputation is the model's own
+  // switch (set_selective_recompute), so a selective or none policy checkpoints no blocks.
   Tensor forward_logits(ParameterSource& src, const Tensor& ids);
   Tensor forward_loss(ParameterSource& src, const Tensor& ids, const Tensor& targets, const StepRng& rng,
-                      bool training, int checkpoint_every_k_blocks = 0);
+                      bool training, const CheckpointPolicy& checkpointing = {});
 
   // Autoregressive sampling (top-k, temperature) for progress output; no gradients. Under ZeRO-3
   // every rank must call it (the source gathers parameters); the draws are the same on every rank.

@@ -1,7 +1,8 @@
 // ranks: 2
 // Memory savers against training without them: activation checkpointing (full, every k blocks,
-// selective; with dropout, under ZeRO 2-3 where recomputed units are gathered again), optimizer
-// offload (stages 0-3) and parameter offload (stage 3). Several AdamW steps with gradient
+// of the first N blocks only, selective; with dropout, under ZeRO 2-3 where recomputed units are
+// gathered again), optimizer offload (stages 0-3) and parameter offload (stage 3). Several AdamW
+// steps with gradient
 // accumulation and clipping must give the same parameters, bit for bit where the arithmetic is the
 // same: f32 on the CPU for every saver; on GPUs (bf16, the CUDA attention's dtype) for
 // checkpointing, while offload there accumulates gradients in f32 on the host and runs the host
@@ -162,11 +163,11 @@ class MemorySavers : public ::testing::Test {
   std::map<int, Trained> baselines;
 };
 
-Saver checkpointing(std::string name, int stage, Recompute mode, int k, bool selective) {
+Saver checkpointing(std::string name, int stage, Recompute mode, int k, bool selective, int num_blocks = 0) {
   Saver s;
   s.name = std::move(name);
   s.stage = stage;
-  s.policy = {mode, k};
+  s.policy = {mode, k, num_blocks};
   s.selective = selective;
   return s;
 }
@@ -187,6 +188,8 @@ TEST_F(MemorySavers, ActivationCheckpointingGivesTheSameParameters) {
       checkpointing("stage 3, selective", 3, Recompute::selective, 1, true),
       checkpointing("stage 2, full, every 2 blocks", 2, Recompute::full, 2, false),
       checkpointing("stage 0, selective inside full", 0, Recompute::full, 2, true),
+      checkpointing("stage 3, full, first 2 of 4 blocks", 3, Recompute::full, 1, false, 2),
+      checkpointing("stage 2, full, first 3 blocks, every 2", 2, Recompute::full, 2, false, 3),
   };
   for (const Saver& s : savers) {
     SCOPED_TRACE(s.name);
@@ -204,12 +207,17 @@ TEST_F(MemorySavers, PeakActivationsFallModeByMode) {
   const Trained& none = baseline(3);
   const Trained selective = train(checkpointing("selective", 3, Recompute::selective, 1, true));
   const Trained full = train(checkpointing("full", 3, Recompute::full, 1, false));
+  const Trained partial = train(checkpointing("full, first 2 of 4 blocks", 3, Recompute::full, 1, false, 2));
   if (world().rank() == 0)
-    std::printf("[ savers ] peak activations per micro-batch (stage 3): none %lld B, selective %lld B, full %lld B\n",
+    std::printf("[ savers ] peak activations per micro-batch (stage 3): none %lld B, selective %lld B, full %lld B, "
+                "full of the first 2 blocks %lld B\n",
                 static_cast<long long>(none.peak_activations), static_cast<long long>(selective.peak_activations),
-                static_cast<long long>(full.peak_activations));
+                static_cast<long long>(full.peak_activations), static_cast<long long>(partial.peak_activations));
   EXPECT_LT(selective.peak_activations, none.peak_activations);
   EXPECT_LT(full.peak_activations, selective.peak_activations);
+  // Checkpointing some of the blocks lies between none and all of them.
+  EXPECT_LT(partial.peak_activations, none.peak_activations);
+  EXPECT_GT(partial.peak_activations, full.peak_activations);
 }
 
 // Per unit sizes, from the model's parameter list (independently of the engine): the elements a

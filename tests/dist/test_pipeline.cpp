@@ -2,7 +2,8 @@
 // Pipeline parallelism against one process. Several AdamW steps of a tiny GPT through GPipe, 1F1B
 // and interleaved 1F1B (pp 2 and 4, with and without data parallelism and ZeRO 0-2, clipping on)
 // must give the losses, gradient norms and parameters of one process that sees the whole global
-// batch (f32). Also: the Chrome trace of real steps, refusals with their messages, and
+// batch (f32), also with full activation checkpointing (every block, segments of 2, each stage's
+// first block only). Also: the Chrome trace of real steps, refusals with their messages, and
 // `zerotrain train` with pp > 1: equal to pp = 1, checkpoints resumed across pipeline layouts.
 #include <gtest/gtest.h>
 
@@ -39,13 +40,19 @@ Reference reference_run(int dp, double dropout) { return reference::run(kSetup, 
 struct Case {
   ScheduleKind schedule;
   int pp, virtual_chunks, dp, zero_stage;
-  bool recompute = false;  // activation checkpointing of every block
+  CheckpointPolicy checkpointing = {};  // full: blocks recomputed in backward
 };
 
 std::string case_name(const Case& c) {
   const char* s = c.schedule == ScheduleKind::gpipe ? "gpipe" : c.schedule == ScheduleKind::one_f_one_b ? "1f1b" : "interleaved";
-  return fmt::format("{}_pp{}_v{}_dp{}_zero{}{}", s, c.pp, c.virtual_chunks, c.dp, c.zero_stage,
-                     c.recompute ? "_recompute" : "");
+  const CheckpointPolicy& r = c.checkpointing;
+  std::string recompute;
+  if (r.mode == Recompute::full) {
+    recompute = "_recompute";
+    if (r.every_k_blocks > 1) recompute += fmt::format("_k{}", r.every_k_blocks);
+    if (r.num_blocks > 0) recompute += fmt::format("_first{}", r.num_blocks);
+  }
+  return fmt::format("{}_pp{}_v{}_dp{}_zero{}{}", s, c.pp, c.virtual_chunks, c.dp, c.zero_stage, recompute);
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
@@ -68,7 +75,7 @@ struct PipelineRank {
     o.micro_batches = kMicroBatches;
     o.micro_batch_size = kB;
     o.seed = 11;
-    o.activation_checkpointing = c.recompute;
+    o.checkpointing = c.checkpointing;
     step = std::make_unique<PipelineStep>(model, *engine, plan, mesh.pp(), o);
   }
 
@@ -133,10 +140,15 @@ TEST_P(Pipeline, MatchesOneProcessOnTheGlobalBatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schedules, Pipeline,
-    ::testing::Values(Case{ScheduleKind::gpipe, 2, 1, 1, 0}, Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, true},
-                      Case{ScheduleKind::interleaved, 2, 2, 1, 2}, Case{ScheduleKind::one_f_one_b, 4, 1, 1, 0, true},
+    ::testing::Values(Case{ScheduleKind::gpipe, 2, 1, 1, 0},
+                      Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, {Recompute::full, 1}},
+                      Case{ScheduleKind::interleaved, 2, 2, 1, 2},
+                      Case{ScheduleKind::one_f_one_b, 4, 1, 1, 0, {Recompute::full, 1}},
                       Case{ScheduleKind::gpipe, 4, 1, 1, 2}, Case{ScheduleKind::one_f_one_b, 2, 1, 2, 1},
-                      Case{ScheduleKind::interleaved, 2, 2, 2, 0}),
+                      Case{ScheduleKind::interleaved, 2, 2, 2, 0},
+                      // Each stage's 2 blocks as one segment; only each stage's first block.
+                      Case{ScheduleKind::gpipe, 2, 1, 1, 0, {Recompute::full, 2}},
+                      Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, {Recompute::full, 1, 1}}),
     [](const auto& info) { return case_name(info.param); });
 
 TEST(PipelineTrace, IsValidJsonWithEveryRanksInstructions) {
@@ -227,7 +239,9 @@ TEST(PipelineErrors, NameWhatIsWrong) {
   Gpt model0(cfg, Device::cpu(), 7, plan.owned_units());
   zero::ZeroEngine engine0(model0.parameters(), model0.num_units(), mesh.dp(), adamw_config(), {});
   pipeline::StageSource source(engine0, plan, mesh.pp(), {cfg.padded_vocab, cfg.d_model}, DType::f32, Device::cpu());
-  GptChunks chunks(model0, plan, source, kB, false);
+  GptChunks chunks(model0, plan, source, kB, {});
+  expect_error([&] { GptChunks(model0, plan, source, kB, {Recompute::full, 1, -1}); },
+               "[checkpointing] num_blocks must be >= 0 (0: all blocks), got -1");
   expect_error([&] { pipeline::Executor(pipeline::make_1f1b(world->size() + 1, 2), mesh.pp(), plan, chunks, source, engine0); },
                fmt::format("[pipeline] the schedule is for pp {} but the pipeline group has {} ranks", world->size() + 1,
                            world->size()));
@@ -236,7 +250,7 @@ TEST(PipelineErrors, NameWhatIsWrong) {
   GptConfig wrong = cfg;
   wrong.n_layer = world->size() + 1;
   Gpt other(wrong, Device::cpu(), 7);
-  expect_error([&] { GptChunks(other, plan, source, kB, false); },
+  expect_error([&] { GptChunks(other, plan, source, kB, {}); },
                fmt::format("[pipeline] the stage plan splits {} blocks but the model has n_layer = {}", world->size(),
                            world->size() + 1));
 }

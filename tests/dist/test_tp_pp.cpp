@@ -97,7 +97,7 @@ TEST_P(TpPp, MatchesOneProcessOnTheGlobalBatch) {
   const Reference want = reference_run(c.dp, dropout);
   TpPpRank r(*world, c, dropout);
   // What travels between stages is the tp-local activation: a sequence shard under sequence parallelism.
-  GptChunks probe(r.model, r.plan, r.step->source(), kB, false);
+  GptChunks probe(r.model, r.plan, r.step->source(), kB, {});
   EXPECT_EQ(probe.activation_shape(), (Shape{kB, c.sequence_parallel ? kT / kTp : kT, 24}));
   for (int64_t s = 0; s < kSteps; ++s) {
     const pipeline::StepReport rep = r.run_step(s, c.dp);

@@ -1,7 +1,8 @@
 // models/checkpointing: the recomputing ops against naive loops and finite differences (f64), the
 // gradients of a tiny GPT with dropout under every checkpointing mode against the plain run (bit for
-// bit in f32: the replay runs the same kernels on the same inputs), and the activation bytes that
-// backward keeps, measured by the allocator, against the estimator (Note [Activation memory]).
+// bit in f32: the replay runs the same kernels on the same inputs), which blocks run_blocks replays
+// in which segments when only the first N are checkpointed, and the activation bytes that backward
+// keeps, measured by the allocator, against the estimator (Note [Activation memory]).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -125,7 +126,13 @@ TEST(Checkpointing, BadInputIsRefused) {
   p.every_k_blocks = 2;
   p.mode = Recompute::selective;
   EXPECT_ZT_ERROR(p.validate(), "[checkpointing]", "every_k_blocks (2) applies only to full recomputation");
+  p.every_k_blocks = 1;
+  p.num_blocks = 2;
+  EXPECT_ZT_ERROR(p.validate(), "[checkpointing]", "num_blocks (2) applies only to full recomputation");
   p.mode = Recompute::full;
+  p.num_blocks = -1;
+  EXPECT_ZT_ERROR(p.validate(), "[checkpointing]", "num_blocks must be >= 0 (0: all blocks), got -1");
+  p.num_blocks = 0;
   BlockFn identity = [](int, const Tensor& x) { return x; };
   EXPECT_ZT_ERROR(run_blocks(0, -1, random_f64({1}, 1), identity, p, true), "[checkpointing]", "block range [0, -1)");
 }
@@ -150,6 +157,7 @@ struct RunResult {
   int block_calls = 0;
 };
 
+// use_gpt_flag: through Gpt::forward_loss (Gpt::block, so `selective` and the call count do not apply).
 RunResult run_model(Gpt& model, const CheckpointPolicy& policy, bool selective, bool use_gpt_flag = false) {
   auto src = model.local_source();
   const int64_t T = model.config().seq_len;
@@ -162,7 +170,7 @@ RunResult run_model(Gpt& model, const CheckpointPolicy& policy, bool selective, 
     return inner(layer, x);
   };
   Tensor ids = narrow(tok, 1, 0, T), targets = narrow(tok, 1, 1, T);
-  Tensor loss = use_gpt_flag ? model.forward_loss(*src, ids, targets, rng, true, true)
+  Tensor loss = use_gpt_flag ? model.forward_loss(*src, ids, targets, rng, true, policy)
                              : forward_loss_checkpointed(model, *src, ids, targets, rng, true, policy, counted);
   backward(loss);
   r.loss = loss.item();
@@ -217,6 +225,14 @@ TEST(Checkpointing, EveryModeGivesBitIdenticalGradientsWithDropout) {
       {"full k=1", {Recompute::full, 1}, false, 10},   {"full k=2 (segments 2, 2, 1)", {Recompute::full, 2}, false, 10},
       {"full k=3", {Recompute::full, 3}, false, 10},   {"full k=7 (one segment)", {Recompute::full, 7}, false, 10},
       {"selective", {Recompute::selective, 1}, true, 5}, {"selective inside full k=2", {Recompute::full, 2}, true, 10},
+      // The first N of the 5 blocks checkpointed (N in 1, count - 1, count), one or two per segment.
+      {"full first 1, k=1", {Recompute::full, 1, 1}, false, 6},
+      {"full first 1, k=2", {Recompute::full, 2, 1}, false, 6},
+      {"full first 4, k=1", {Recompute::full, 1, 4}, false, 9},
+      {"full first 4, k=2", {Recompute::full, 2, 4}, false, 9},
+      {"full first 5, k=1", {Recompute::full, 1, 5}, false, 10},
+      {"full first 5, k=2", {Recompute::full, 2, 5}, false, 10},
+      {"full first 3, k=2, selective", {Recompute::full, 2, 3}, true, 8},
   };
   for (const Mode& m : modes) {
     SCOPED_TRACE(m.name);
@@ -226,10 +242,85 @@ TEST(Checkpointing, EveryModeGivesBitIdenticalGradientsWithDropout) {
     for (size_t i = 0; i < r.grads.size(); ++i)
       EXPECT_EQ(max_abs_diff(r.grads[i], plain.grads[i]), 0.0) << model.parameters()[i].name;
   }
-  // Gpt::forward_loss's own flag (full, every block) agrees too.
-  const RunResult own = run_model(model, {}, false, /*use_gpt_flag=*/true);
-  EXPECT_EQ(own.loss, plain.loss);
-  for (size_t i = 0; i < own.grads.size(); ++i) EXPECT_EQ(max_abs_diff(own.grads[i], plain.grads[i]), 0.0);
+  // Gpt::forward_loss's own policy (full, every block; full, the first 3 in segments of 2) agrees too.
+  for (const CheckpointPolicy& policy : std::vector<CheckpointPolicy>{{Recompute::full, 1}, {Recompute::full, 2, 3}}) {
+    const RunResult own = run_model(model, policy, false, /*use_gpt_flag=*/true);
+    EXPECT_EQ(own.loss, plain.loss);
+    for (size_t i = 0; i < own.grads.size(); ++i) EXPECT_EQ(max_abs_diff(own.grads[i], plain.grads[i]), 0.0);
+  }
+}
+
+// ---- partial full checkpointing: which blocks run again, in which segments ---------------------
+
+// Blocks `first` .. first + count - 1 of a small f64 residual MLP, each with its own weights, run by
+// run_blocks; every block call is logged. Returns the gradients of the weights and the input.
+struct LoggedRun {
+  std::vector<int> calls;  // layer of each block call, forward and replays, in order
+  size_t forward_calls = 0;
+  std::vector<Tensor> grads;
+};
+
+LoggedRun run_logged(int first, int count, const CheckpointPolicy& policy, bool training = true) {
+  constexpr int64_t kWidth = 6;
+  std::vector<Tensor> weights, biases;
+  for (int l = 0; l < first + count; ++l) {
+    weights.push_back(random_f64({kWidth, kWidth}, 100 + static_cast<uint64_t>(l), 0.4).set_requires_grad(true));
+    biases.push_back(random_f64({kWidth}, 200 + static_cast<uint64_t>(l)).set_requires_grad(true));
+  }
+  Tensor x = random_f64({3, kWidth}, 7).set_requires_grad(true);
+  LoggedRun r;
+  BlockFn block = [&](int layer, const Tensor& h) {
+    r.calls.push_back(layer);
+    const size_t l = static_cast<size_t>(layer);
+    return add(h, tanh(linear(h, weights[l], biases[l])));
+  };
+  Tensor y = run_blocks(first, count, x, block, policy, training);
+  r.forward_calls = r.calls.size();
+  backward(sum(mul(y, random_f64(y.shape(), 9))));
+  for (int l = first; l < first + count; ++l) {
+    r.grads.push_back(clone(weights[static_cast<size_t>(l)].grad()));
+    r.grads.push_back(clone(biases[static_cast<size_t>(l)].grad()));
+  }
+  r.grads.push_back(clone(x.grad()));
+  return r;
+}
+
+TEST(Checkpointing, FirstBlocksOnlyAreRecomputedInTheirSegments) {
+  const int first = 2, count = 5;  // a pipeline chunk's range: num_blocks counts from `first`
+  const LoggedRun plain = run_logged(first, count, {});
+  for (int n : {1, count - 1, count, count + 3}) {  // more than count: all of them
+    for (int k : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "num_blocks " << n << ", every_k_blocks " << k);
+      const CheckpointPolicy policy{Recompute::full, k, n};
+      const int checkpointed = std::min(n, count);
+      EXPECT_EQ(policy.checkpointed_blocks(count), checkpointed);
+      const LoggedRun r = run_logged(first, count, policy);
+      // Forward runs every block once, in order.
+      ASSERT_EQ(r.forward_calls, static_cast<size_t>(count));
+      for (int i = 0; i < count; ++i) EXPECT_EQ(r.calls[static_cast<size_t>(i)], first + i);
+      // Backward replays the checkpointed blocks, segment by segment from the last: for 4 blocks in
+      // segments of 2, layers 4 5, then 2 3. The plain blocks are not run again.
+      std::vector<int> replays;
+      std::vector<std::vector<int>> segments;
+      for (int begin = first; begin < first + checkpointed; begin += k) {
+        segments.emplace_back();
+        for (int l = begin; l < std::min(first + checkpointed, begin + k); ++l) segments.back().push_back(l);
+      }
+      for (auto it = segments.rbegin(); it != segments.rend(); ++it)
+        replays.insert(replays.end(), it->begin(), it->end());
+      EXPECT_EQ(std::vector<int>(r.calls.begin() + count, r.calls.end()), replays);
+      // The replay is the same arithmetic: every gradient bit for bit.
+      ASSERT_EQ(r.grads.size(), plain.grads.size());
+      for (size_t i = 0; i < r.grads.size(); ++i)
+        EXPECT_EQ(max_abs_diff(r.grads[i], plain.grads[i]), 0.0) << "gradient " << i;
+    }
+  }
+  // num_blocks 0 is all of them; without training nothing is checkpointed.
+  EXPECT_EQ(run_logged(first, count, {Recompute::full, 2, 0}).calls.size(), static_cast<size_t>(2 * count));
+  EXPECT_EQ(run_logged(first, count, {Recompute::full, 1, 3}, /*training=*/false).calls.size(),
+            static_cast<size_t>(count));
+  EXPECT_EQ(CheckpointPolicy{}.checkpointed_blocks(count), 0);
+  EXPECT_EQ((CheckpointPolicy{Recompute::selective, 1}.checkpointed_blocks(count)), 0);
 }
 
 // ---- activation memory against the estimator ---------------------------------------------------
@@ -274,6 +365,7 @@ MemoryEstimateInput estimate_input(int64_t n_layer, const CheckpointPolicy& poli
                      : policy.mode == Recompute::selective ? ActivationCheckpointing::selective
                                                            : ActivationCheckpointing::none;
   in.checkpoint_every_k_blocks = policy.every_k_blocks;
+  in.checkpoint_num_blocks = policy.num_blocks;
   return in;
 }
 
@@ -315,6 +407,44 @@ TEST(Checkpointing, ActivationBytesFallAsTheEstimatorPredicts) {
       EXPECT_LT(large.peak, previous_peak);
     }
     previous_peak = large.peak;
+  }
+}
+
+// Checkpointing the first N of 6 blocks: forward keeps one input per segment of the checkpointed
+// blocks and all of the plain blocks' tensors, so the bytes kept and the peak lie between those of
+// full and of none. Per plain block that is what a block keeps without checkpointing.
+TEST(Checkpointing, PartialCheckpointingKeepsTheBytesTheEstimatorPredicts) {
+  const int64_t e = 4, BTC = kB * kT * kC, n_layer = 6;
+  const Measured none = measure(n_layer, {}, false), full = measure(n_layer, {Recompute::full, 1}, false);
+  const int64_t outside_blocks = full.kept - n_layer * e * BTC;  // embeddings and head: full keeps 6 block inputs
+  const MemoryEstimateInput plain_in = estimate_input(n_layer, {});
+  const int64_t est_block = block_activation_bytes(plain_in, *plain_in.dims);
+  const int64_t est_none = estimate_memory(plain_in).worst().activations;
+  const int64_t est_full = estimate_memory(estimate_input(n_layer, {Recompute::full, 1})).worst().activations;
+  // Segments 1+1+1+1, 2+2, 1, and 3+2 (whose re-run of 3 blocks outgrows the one plain block).
+  const std::vector<CheckpointPolicy> policies = {
+      {Recompute::full, 1, 4}, {Recompute::full, 2, 4}, {Recompute::full, 1, 1}, {Recompute::full, 3, 5}};
+  for (const CheckpointPolicy& policy : policies) {
+    SCOPED_TRACE(::testing::Message() << "first " << policy.num_blocks << ", every " << policy.every_k_blocks);
+    const Measured m = measure(n_layer, policy, false);
+    const int64_t plain = n_layer - policy.num_blocks;
+    const int64_t segments = (policy.num_blocks + policy.every_k_blocks - 1) / policy.every_k_blocks;
+    const double per_plain_block =
+        static_cast<double>(m.kept - outside_blocks - segments * e * BTC) / static_cast<double>(plain);
+    const int64_t est_peak = estimate_memory(estimate_input(n_layer, policy)).worst().activations;
+    std::printf("[ activation ] first %d of 6, k=%d: kept per plain block %9.0f B, estimate %9lld B: ratio %.3f | peak "
+                "%8lld B, estimate %8lld B: ratio %.3f\n",
+                policy.num_blocks, policy.every_k_blocks, per_plain_block, static_cast<long long>(est_block),
+                per_plain_block / static_cast<double>(est_block), static_cast<long long>(m.peak),
+                static_cast<long long>(est_peak), static_cast<double>(m.peak) / static_cast<double>(est_peak));
+    EXPECT_NEAR(per_plain_block / static_cast<double>(est_block), 1.0, 0.10);
+    EXPECT_NEAR(static_cast<double>(m.peak) / static_cast<double>(est_peak), 1.0, 0.25);
+    EXPECT_GT(m.kept, full.kept);
+    EXPECT_LT(m.kept, none.kept);
+    EXPECT_GT(m.peak, full.peak);
+    EXPECT_LT(m.peak, none.peak);
+    EXPECT_GT(est_peak, est_full);
+    EXPECT_LT(est_peak, est_none);
   }
 }
 

@@ -231,6 +231,17 @@ TEST(Config, ValidationReportsEachRangeWithItsPath) {
       {{"parallel.offload_optimizer=true"}, "parallel.offload_optimizer needs parallel.zero_stage >= 1"},
       {{"parallel.checkpoint_every_k_blocks=2"},
        "parallel.checkpoint_every_k_blocks (2) applies only to activation_checkpointing: full (it is none)"},
+      {{"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=-1"},
+       "parallel.checkpoint_num_blocks = -1: must be >= 0"},
+      {{"parallel.checkpoint_num_blocks=2"},
+       "parallel.checkpoint_num_blocks (2) applies only to activation_checkpointing: full (it is none)"},
+      {{"parallel.activation_checkpointing=selective", "parallel.checkpoint_num_blocks=2"},
+       "parallel.checkpoint_num_blocks (2) applies only to activation_checkpointing: full (it is selective)"},
+      {{"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=5"},
+       "parallel.checkpoint_num_blocks (5) exceeds model.n_layer (4); use 0 to checkpoint all blocks"},
+      {{"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=3", "parallel.pp=2"},
+       "parallel.checkpoint_num_blocks (3) counts the blocks of each pipeline chunk, and no chunk of parallel.pp (2) x "
+       "parallel.virtual_stages (1) has more than 2; give at most 2, or 0 to checkpoint all blocks"},
       {{"parallel.sequence_parallel=true"}, "parallel.sequence_parallel needs parallel.tp > 1"},
       {{"parallel.tp=2", "parallel.sequence_parallel=true", "model.seq_len=255"},
        "model.seq_len (255) is not divisible by parallel.tp (2), as sequence_parallel needs"},
@@ -294,6 +305,19 @@ TEST(Config, MicroBatchesIsASynonymOfGradAccumulation) {
   EXPECT_TRUE(config_problems(resolved(kTiny, {"train.grad_accumulation=4", "parallel.micro_batches=4"})).empty());
 }
 
+TEST(Config, CheckpointNumBlocksUpToTheBlocksOfAChunk) {
+  for (const std::vector<std::string>& overrides :
+       {std::vector<std::string>{"parallel.checkpoint_num_blocks=4"}, {"parallel.checkpoint_num_blocks=1"},
+        {"parallel.checkpoint_num_blocks=2", "parallel.pp=2"},
+        {"parallel.checkpoint_num_blocks=3", "parallel.pp=2", "parallel.stage_split=1,3"},
+        {"parallel.checkpoint_num_blocks=3", "parallel.checkpoint_every_k_blocks=2"}}) {
+    std::vector<std::string> all = overrides;
+    all.push_back("parallel.activation_checkpointing=full");
+    const std::vector<std::string> problems = config_problems(resolved(kTiny, all));
+    EXPECT_TRUE(problems.empty()) << overrides.front() << ": " << problems.front();
+  }
+}
+
 TEST(Config, TypedAccessors) {
   const TrainConfig cfg = resolved(kTiny, {"parallel.pp=2", "parallel.virtual_stages=2", "parallel.pipeline_schedule=interleaved",
                                            "train.grad_accumulation=4", "precision.dtype=fp16",
@@ -302,6 +326,14 @@ TEST(Config, TypedAccessors) {
   EXPECT_EQ(pipeline_schedule(cfg), PipelineScheduleKind::interleaved);
   EXPECT_EQ(precision(cfg), Precision::fp16);
   EXPECT_EQ(activation_checkpointing(cfg), ActivationCheckpointing::selective);
+  EXPECT_EQ(checkpoint_policy(cfg).mode, Recompute::selective);
+  EXPECT_EQ(checkpoint_policy(resolved(kTiny)).mode, Recompute::none);
+  const CheckpointPolicy full = checkpoint_policy(resolved(kTiny, {"parallel.activation_checkpointing=full",
+                                                                   "parallel.checkpoint_every_k_blocks=2",
+                                                                   "parallel.checkpoint_num_blocks=3"}));
+  EXPECT_EQ(full.mode, Recompute::full);
+  EXPECT_EQ(full.every_k_blocks, 2);
+  EXPECT_EQ(full.num_blocks, 3);
   EXPECT_EQ(lr_schedule_kind(cfg), LrScheduleKind::linear);
   EXPECT_EQ(device_choice(cfg), DeviceChoice::auto_detect);
   EXPECT_EQ(model_preset(cfg), GptPreset::tiny);

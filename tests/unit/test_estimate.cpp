@@ -272,6 +272,74 @@ TEST(Estimate, ActivationsPerCheckpointingModeAndSchedule) {
   EXPECT_EQ(e.stages[1].buffers, 2 * 2 * B * T * C);
 }
 
+TEST(Estimate, ActivationsWithTheFirstBlocksCheckpointed) {
+  MemoryEstimateInput in = gpt2_124m(1, 0);
+  in.micro_batch_size = 2;
+  const int64_t B = 2, T = 1024, C = 768, V = 50304;
+  const int64_t block = block_reference(B, T, C, 12, 2, false, false), input = 2 * B * T * C;
+  const int64_t embed = 4 * B * T, head_once = 2 * V * C;
+  const int64_t head = 2 * B * T * C + 8 * B * T + 2 * B * T * C + 2 * B * T * V + 4 * B * T;
+  const auto activations = [&](int num_blocks, int k) {
+    in.checkpointing = ActivationCheckpointing::full;
+    in.checkpoint_num_blocks = num_blocks;
+    in.checkpoint_every_k_blocks = k;
+    return estimate_memory(in).worst().activations;
+  };
+  in.checkpointing = ActivationCheckpointing::none;
+  const int64_t none = estimate_memory(in).worst().activations;
+  const int64_t full = activations(0, 1);
+  EXPECT_EQ(full, 12 * input + block + embed + head + head_once);
+  EXPECT_EQ(activations(12, 1), full);  // all 12 blocks: full
+  // The first 8: their inputs, the last 4 blocks whole; backward frees those 4 before it re-runs one
+  // checkpointed block, so the re-run adds nothing.
+  const int64_t partial = activations(8, 1);
+  EXPECT_EQ(partial, 8 * input + 4 * block + embed + head + head_once);
+  EXPECT_GT(partial, full);
+  EXPECT_LT(partial, none);
+  // Segments of 5 and 3 blocks: 2 inputs; re-running 5 blocks outgrows the 4 plain ones by 1.
+  EXPECT_EQ(activations(8, 5), 2 * input + 4 * block + block + embed + head + head_once);
+  EXPECT_EQ(activations(1, 1), 1 * input + 11 * block + embed + head + head_once);
+
+  // Pipeline of 4 stages, 3 blocks each, 8 micro-batches, 1F1B: num_blocks counts each chunk's
+  // blocks; stage s holds min(8, 4 - s) micro-batches.
+  in.pp = 4;
+  in.micro_batches = 8;
+  activations(2, 1);
+  MemoryEstimate e = estimate_memory(in);
+  EXPECT_EQ(e.stages[0].activations, 4 * (2 * input + block + embed));
+  EXPECT_EQ(e.stages[3].activations, 1 * (2 * input + block + head) + head_once);
+  activations(3, 1);
+  const MemoryEstimate all_of_each_chunk = estimate_memory(in);
+  activations(0, 1);
+  EXPECT_EQ(estimate_memory(in).stages[0].activations, all_of_each_chunk.stages[0].activations);
+  EXPECT_EQ(estimate_memory(in).stages[0].activations, 4 * (3 * input + embed) + block);
+  // Interleaved, chunks of 2 and 1 blocks on stage 0, the first block of each checkpointed: a pass
+  // keeps at most one input and one block; re-running the 1-block chunk's block has no plain block
+  // to free first. 11 chunk passes (ActivationsPerCheckpointingModeAndSchedule).
+  in.pipeline_schedule = PipelineScheduleKind::interleaved;
+  in.virtual_stages = 2;
+  in.blocks_per_chunk = {2, 1, 1, 1, 1, 2, 2, 2};
+  activations(1, 1);
+  e = estimate_memory(in);
+  EXPECT_EQ(e.stages[0].activations, 11 * (input + block) + block + 4 * embed);
+
+  // The table names the setting.
+  in = gpt2_124m(1, 0);
+  in.checkpointing = ActivationCheckpointing::full;
+  in.checkpoint_num_blocks = 8;
+  in.checkpoint_every_k_blocks = 2;
+  const std::string table = format_memory_estimate(estimate_memory(in), in);
+  EXPECT_NE(table.find("activation checkpointing full of the first 8 blocks, 2 blocks per segment"), std::string::npos)
+      << table;
+  in.checkpoint_num_blocks = -1;
+  try {
+    estimate_memory(in);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_STREQ(err.what(), "[estimate] checkpoint_num_blocks must be >= 0 (0: all blocks), got -1");
+  }
+}
+
 TEST(Estimate, FromConfigAndTable) {
   TrainConfig cfg = load_config(std::string(ZT_SOURCE_DIR) + "/examples/gpt2_1.5b_zero3.pbtxt");
   const MemoryEstimateInput in = estimate_input_from_config(cfg);
@@ -280,6 +348,7 @@ TEST(Estimate, FromConfigAndTable) {
   EXPECT_TRUE(in.offload_optimizer);
   EXPECT_EQ(in.ranks_per_node, 8);
   EXPECT_EQ(in.checkpointing, ActivationCheckpointing::full);
+  EXPECT_EQ(in.checkpoint_num_blocks, 0);  // all blocks
   const MemoryEstimate e = estimate_memory(in);
   // 1.5B, dp 8: every unit of GPT-2 XL divides by 8 (80,486,400 + 1,638,400; 30,740,800; 3,200), no padding.
   const int64_t shard = 1'557'686'400 / 8;

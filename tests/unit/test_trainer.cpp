@@ -144,6 +144,28 @@ INSTANTIATE_TEST_SUITE_P(
                       ResumeCase{"bf16_accum2_zero2", {"precision.dtype=bf16", "train.grad_accumulation=2", "parallel.zero_stage=2"}}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// Activation checkpointing from the config (all blocks, or only the first of the 2) trains the same
+// model as none, bit for bit: the replays are exact (Note [Checkpointing modes]).
+TEST_F(Trainer, ActivationCheckpointingTrainsTheSameModel) {
+  const std::vector<std::string> base = {"precision.dtype=f32", "model.dropout=0.1", "train.grad_accumulation=2"};
+  const TrainOutcome plain = train(small_config(path("none"), "", base), MpiEnvironment::world(), Device::cpu());
+  const std::vector<std::vector<std::string>> settings = {
+      {"parallel.activation_checkpointing=full"},
+      {"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=1"},
+      {"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=2",
+       "parallel.checkpoint_every_k_blocks=2"}};
+  for (size_t i = 0; i < settings.size(); ++i) {
+    SCOPED_TRACE(settings[i].back());
+    std::vector<std::string> overrides = base;
+    overrides.insert(overrides.end(), settings[i].begin(), settings[i].end());
+    const TrainOutcome got =
+        train(small_config(path("full_" + std::to_string(i)), "", overrides), MpiEnvironment::world(), Device::cpu());
+    EXPECT_EQ(got.last_loss, plain.last_loss);
+    EXPECT_EQ(got.last_val_loss, plain.last_val_loss);
+    expect_same_states(got.final_checkpoint, plain.final_checkpoint);
+  }
+}
+
 TEST_F(Trainer, RefusesToStartBeneathALaterCheckpoint) {
   train(small_config(path("ck"), "", {"precision.dtype=f32"}), MpiEnvironment::world(), Device::cpu());
   // A fresh run in the same folder: its step_3 and step_6 would silently stay the old run's.
