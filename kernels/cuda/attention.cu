@@ -1,19 +1,18 @@
-// CUDA backend: causal / non-causal scaled-dot-product attention, forward and backward, through the
+// CUDA backend: causal / non-causal scaled-dot-product attention, forward and backward. Each call
+// first offers the problem to cuDNN's fused SDPA (attention_cudnn.h; when the build has cuDNN's
+// frontend and the backend was not made with AttentionImpl::kernels), and otherwise runs the
 // FlashAttention-2 style kernels of attention_forward.cuh and attention_backward.cuh (mma.sync
 // tensor cores; the T x T score matrix never reaches device memory). This file checks the inputs,
-// allocates the outputs and picks the kernel instantiation; the kernels' headers say how they work.
+// allocates the outputs (in the layouts of Note [Attention layouts]) and picks the path.
 //
-// Measured 2026-11-22 (causal, bf16, median of 30, CUDA events), GPT-2 124M shape B=16 H=12
-// T=1024 D=64, forward / forward+backward ms, all three called from one Python process:
-//   H100: zerotrain 0.136 / 0.534, PyTorch 2.11 SDPA flash 0.171 / 0.713, SDPA cuDNN 0.103 / 0.522
-//   H200: zerotrain 0.131 / 0.522, PyTorch 2.11 SDPA flash 0.147 / 0.663, SDPA cuDNN 0.102 / 0.477
-// (bench_attention alone: 0.125 / 0.521 on the H100, 0.122 / 0.511 on the H200.)
-// Since the strided layouts (Note [Attention layouts], 2026-12-01) bench_kernels measures 0.144-0.147 /
-// 0.547-0.549 on an H200 for contiguous and packed inputs alike, against 0.126 / 0.517 just before: a
-// forward regression not yet explained (same registers, no spills); the step still gained, since the
-// permute copies it removed cost more.
-// Tile shapes in the launchers were chosen by timing candidates at that shape and at B=8 H=16
-// T=1024 D=128 on an H200.
+// Measured on an H200, 2026-12-01, GPT-2 124M shape B=16 H=12 T=1024 D=64, bf16, causal, GPU time
+// per call with launch overhead hidden (bench/timing.h), forward / forward+backward ms:
+//   cuDNN SDPA (deterministic backward) 0.088 / 0.395; our kernels 0.123 / 0.539;
+//   PyTorch 2.11 SDPA flash 0.086 / 0.383 (docs/performance.md).
+// The earlier figures in this header (0.126 forward, "a regression to 0.145 since the strided
+// layouts") came from timing single synchronised calls, which mostly measured the host's launch
+// path; timed back to back, the strided layouts cost nothing measurable.
+// Tile shapes in the launchers were chosen with bench/attention_tiles.cu (D = 64 and 128).
 #include <climits>
 #include <cmath>
 #include <cstdint>
