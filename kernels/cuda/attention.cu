@@ -9,9 +9,9 @@
 // per call with launch overhead hidden (bench/timing.h), forward / forward+backward ms:
 //   cuDNN SDPA (deterministic backward) 0.088 / 0.395; our kernels 0.123 / 0.539;
 //   PyTorch 2.11 SDPA flash 0.086 / 0.383 (docs/performance.md).
-// The earlier figures in this header (0.126 forward, "a regression to 0.145 since the strided
-// layouts") came from timing single synchronised calls, which mostly measured the host's launch
-// path; timed back to back, the strided layouts cost nothing measurable.
+// The earlier figures in this header (0.126 forward, then 0.145 once the strided layouts came in)
+// timed single synchronised calls, so they included the host's launch path, which the strided
+// version lengthened; the kernels' own time before that change was not measured back to back.
 // Tile shapes in the launchers were chosen with bench/attention_tiles.cu (D = 64 and 128).
 #include <climits>
 #include <cmath>
