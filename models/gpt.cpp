@@ -201,12 +201,21 @@ Tensor Gpt::embed(ParameterSource& src, const Tensor& ids, const StepRng& rng, b
   std::vector<Tensor> p = acquire(src, 0);
   // Positions of this rank's part of the sequence (all of it without sequence parallelism).
   const int64_t local = sp ? T / tp_.size() : T, first = sp ? local * tp_.rank() : 0;
-  Tensor positions = arange(local, DType::i64, ids.device());
+  const Tensor& positions = position_ids(local, ids.device());
   Tensor tokens = tp_.active() ? tp::vocab_parallel_embedding(p[0], ids, tp_) : embedding(p[0], ids);
   Tensor x = add(tokens, embedding(narrow(p[1], 0, first, local), positions));
   src.release(0);
   if (training && config_.dropout > 0) x = residual_dropout(x, rng.site_seed(0, 0));
   return src.unit_output(0, x);
+}
+
+const Tensor& Gpt::position_ids(int64_t n, Device device) {
+  if (!position_ids_.defined() || position_ids_.numel() != n || position_ids_.device() != device) {
+    NoGradGuard no_grad;
+    MemoryCategoryScope scope(MemoryCategory::other);  // kept across steps: not an activation
+    position_ids_ = arange(n, DType::i64, device);
+  }
+  return position_ids_;
 }
 
 Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRng& rng, bool training) {

@@ -133,12 +133,16 @@ class Gpt {
   std::vector<Tensor> acquire(ParameterSource& src, int unit);
   Tensor local_logits(ParameterSource& src, const Tensor& x_normed);  // [B,T,Vp/tp]
   Tensor residual_dropout(const Tensor& x, uint64_t seed) const;
+  // 0 .. n-1 as i64 on `device`, made once per length: building it on the host each forward was a
+  // host-to-device copy, which waits for the device's stream to drain, at the start of every step.
+  const Tensor& position_ids(int64_t n, Device device);
   GptConfig config_;
   tp::TpGroup tp_;
   Device device_;
   std::vector<Parameter> params_;
   std::vector<bool> owned_units_;
   bool selective_recompute_ = false;
+  Tensor position_ids_;  // position_ids()'s cache
 };
 
 }  // namespace zt
