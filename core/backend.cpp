@@ -98,6 +98,17 @@ Tensor Backend::dropout(const Tensor&, double, uint64_t, uint64_t) const { not_i
 void Backend::adamw_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamWArgs&) const {
   not_implemented("adamw_step");
 }
+void Backend::adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                              const std::vector<AdamWRun>& runs, const AdamWArgs& args) const {
+  for (const AdamWRun& r : runs) {
+    if (r.n <= 0) continue;
+    Tensor p = narrow(param, 0, r.begin, r.n), m = narrow(exp_avg, 0, r.begin, r.n),
+           v = narrow(exp_avg_sq, 0, r.begin, r.n);
+    AdamWArgs a = args;
+    a.weight_decay = r.weight_decay;
+    adamw_step(p, narrow(grad, 0, r.begin, r.n), m, v, a);
+  }
+}
 
 const Backend& backend_for(Device device) { return device.is_cpu() ? cpu_backend() : cuda_backend(); }
 const Backend& cuda_backend() { return cuda::backend(); }

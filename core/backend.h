@@ -47,6 +47,11 @@ struct AdamWArgs {
   int64_t step = 1;         // 1-based, for bias correction
   double grad_scale = 1.0;  // gradients are multiplied by this first (unscaling, clipping)
 };
+// A run [begin, begin + n) of a flat shard that shares one weight decay (adamw_step_runs).
+struct AdamWRun {
+  int64_t begin = 0, n = 0;
+  double weight_decay = 0;
+};
 
 class Backend {
  public:
@@ -150,6 +155,11 @@ class Backend {
   // ---- optimizer ----
   virtual void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
                           const AdamWArgs& args) const;
+  // adamw_step on each run of the flat 1-D tensors (args.weight_decay replaced by the run's). The
+  // default is one adamw_step per run; the CUDA backend updates all runs in one launch (a GPT block
+  // has 9 runs: launching them one by one left the GPU waiting on the host for the small ones).
+  virtual void adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                               const std::vector<AdamWRun>& runs, const AdamWArgs& args) const;
 
  protected:
   [[noreturn]] void not_implemented(const char* kernel) const;

@@ -475,35 +475,24 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
       if (g.dtype() == DType::f64) g = to(g, DType::f32);
       if (g.device() != U->master.device()) g = to(g, U->master.device());
       const Backend& be = backend_for(U->master.device());
-      // One launch per run of adjacent segments that share their weight decay (a block's 12
-      // parameters make 9 runs; a run is a plain elementwise update of the flat shard).
-      auto update = [&](int64_t begin, int64_t end, double weight_decay) {
-        const int64_t n = end - begin;
-        if (n <= 0) return;
-        Tensor p = narrow(U->master, 0, begin, n), m = narrow(U->exp_avg, 0, begin, n),
-               v = narrow(U->exp_avg_sq, 0, begin, n);
-        AdamWArgs args;
-        args.lr = lr;
-        args.beta1 = adamw_.beta1;
-        args.beta2 = adamw_.beta2;
-        args.eps = adamw_.eps;
-        args.weight_decay = weight_decay;
-        args.step = step_;
-        args.grad_scale = grad_scale;
-        be.adamw_step(p, narrow(g, 0, begin, n), m, v, args);
-      };
-      int64_t run_begin = 0, run_end = 0;
-      double run_decay = 0;
+      // Runs of adjacent segments that share their weight decay (a block's 12 parameters make 9
+      // runs), all updated by one adamw_step_runs (one launch on the GPU).
+      std::vector<AdamWRun> runs;
       for (const ShardSegment& s : U->segments) {
         const double decay = params_[static_cast<size_t>(s.param)].decay ? adamw_.weight_decay : 0.0;
-        if (s.shard_begin != run_end || decay != run_decay) {
-          update(run_begin, run_end, run_decay);
-          run_begin = s.shard_begin;
-          run_decay = decay;
-        }
-        run_end = s.shard_end;
+        if (!runs.empty() && runs.back().begin + runs.back().n == s.shard_begin && runs.back().weight_decay == decay)
+          runs.back().n = s.shard_end - runs.back().begin;
+        else
+          runs.push_back({s.shard_begin, s.shard_end - s.shard_begin, decay});
       }
-      update(run_begin, run_end, run_decay);
+      AdamWArgs args;
+      args.lr = lr;
+      args.beta1 = adamw_.beta1;
+      args.beta2 = adamw_.beta2;
+      args.eps = adamw_.eps;
+      args.step = step_;
+      args.grad_scale = grad_scale;
+      be.adamw_step_runs(U->master, g, U->exp_avg, U->exp_avg_sq, runs, args);
     }
     if (config_.offload_optimizer)  // host work, synchronous: the wall time is its cost
       counters_.host_optimizer_seconds +=

@@ -249,5 +249,40 @@ TEST(CudaAdamW, StepsMatchCpu) {
   expect_error([&] { gpu().adamw_step(p, m, m, m, AdamWArgs{}); }, {"[adamw_step]", "must be f32"});
 }
 
+// adamw_step_runs (one launch for all runs of a shard) against the CPU backend's run-by-run
+// default: runs of different lengths and weight decays, starts that are not 4-aligned (the launch
+// then takes the narrow kernel for all), an empty run, and more runs than one launch carries.
+TEST(CudaAdamW, RunsMatchCpu) {
+  ZT_REQUIRE_GPU();
+  for (DType grad_type : {DType::f32, DType::bf16}) {
+    for (bool aligned : {true, false}) {
+      std::vector<AdamWRun> runs;
+      int64_t at = 0;
+      for (int r = 0; r < 20; ++r) {  // 20 > AdamWRuns::kMax: two launches
+        const int64_t n = r == 3 ? 0 : (aligned ? 4 : 1) * (1 + 37 * r);
+        runs.push_back({at, n, r % 2 == 0 ? 0.1 : 0.0});
+        at += n;
+      }
+      const int64_t total = at + 5;  // a tail no run covers must stay untouched
+      Tensor p = randn_cpu({total}, DType::f32, 1), m = randn_cpu({total}, DType::f32, 2, 0.1);
+      Tensor v = uniform_cpu({total}, DType::f32, 3, 0.0, 0.01), g = randn_cpu({total}, grad_type, 4);
+      Tensor pg = to_gpu(p), mg = to_gpu(m), vg = to_gpu(v);
+      AdamWArgs args;
+      args.lr = 1e-3;
+      args.step = 2;
+      args.grad_scale = 0.5;
+      cpu().adamw_step_runs(p, g, m, v, runs, args);
+      gpu().adamw_step_runs(pg, to_gpu(g), mg, vg, runs, args);
+      const std::string what = std::string(dtype_name(grad_type)) + (aligned ? " aligned" : " unaligned");
+      expect_close(pg, p, {1e-5}, "param " + what);
+      expect_close(mg, m, {1e-5}, "exp_avg " + what);
+      expect_close(vg, v, {1e-5}, "exp_avg_sq " + what);
+    }
+  }
+  Tensor p = to_gpu(randn_cpu({8}, DType::f32, 1));
+  expect_error([&] { gpu().adamw_step_runs(p, p, p, p, {{4, 8, 0.0}}, AdamWArgs{}); },
+               {"[adamw_step_runs]", "outside the 8 elements"});
+}
+
 }  // namespace
 }  // namespace zt
