@@ -3,13 +3,14 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <fmt/format.h>
 
 #include "launch/checkpoint.h"
 #include "launch/data/embedded_corpus.h"
-#include "launch/input_staging.h"
 #include "launch/data/loader.h"
 #include "launch/data/tokenizer.h"
+#include "launch/input_staging.h"
 #include "launch/model_parallel.h"
 #include "launch/pipeline_step.h"
 #include "launch/progress.h"
@@ -311,17 +312,44 @@ TrainOutcome Run::execute() {
   double window_seconds = 0;
   int64_t window_steps = 0;
   bool first_logged = false;
+  // Note [Deferred loss read]: a step's loss stays on the device until the next step's optimizer
+  // has been queued (by then the device finished it long ago), or until something else is about to
+  // print. Reading it at once would make the host wait for the step's optimizer kernels before it
+  // could queue the next forward, leaving the GPU idle in between.
+  struct PendingStep {
+    Tensor loss_sum;      // on the device (undefined: `loss` already holds the value)
+    double loss = 0;
+    StepMetrics metrics;  // all but the loss
+    bool log = false;     // a progress line and a JSONL record
+  };
+  std::optional<PendingStep> pending;
+  auto finish_pending = [&] {
+    if (!pending) return;
+    double loss = pending->loss;
+    if (pending->loss_sum.defined()) loss = average(world_, pending->loss_sum.item() / static_cast<double>(accum));
+    outcome.last_loss = loss;
+    if (!first_logged) {
+      outcome.first_loss = loss;
+      first_logged = true;
+    }
+    if (pending->log) {
+      pending->metrics.loss = loss;
+      say(format_step_line(pending->metrics));
+      metrics.write_step(pending->metrics);
+    }
+    pending.reset();
+  };
   data::Batch batch;
   for (int64_t step = start_step; step < tc.steps(); ++step) {
     const auto step_start = Clock::now();
     alloc.reset_peak_stats();
     const double lr = sched.at(step);
-    double step_loss = 0;
+    PendingStep now;
     zero::StepResult r;
     if (pipeline_) {
       const PipelineTraining::Outcome o = pipeline_->step(train_loader, step, lr, cfg_.optimizer().grad_clip(),
                                                           scaler.scale());
-      step_loss = o.loss;
+      now.loss = o.loss;
       r = o.optimizer;
     }
     Tensor loss_sum;  // on the device, read once after the step is queued
@@ -342,24 +370,20 @@ TrainOutcome Run::execute() {
     }
     if (!pipeline_) {
       r = engine_->step(lr, cfg_.optimizer().grad_clip(), scaler.scale());
-      step_loss = average(world_, loss_sum.item() / static_cast<double>(accum));
+      now.loss_sum = loss_sum;
     }
+    finish_pending();  // the previous step's loss: long computed, read without a wait
     scaler.update(!r.skipped);
     state.tokens_seen += static_cast<int64_t>(tokens_per_step);
     const double dt = seconds_since(step_start);
     window_seconds += dt;
     ++window_steps;
-    outcome.last_loss = step_loss;
-    if (!first_logged) {
-      outcome.first_loss = step_loss;
-      first_logged = true;
-    }
     const int64_t done = step + 1;
-    if (done % std::max(1, lc.every()) == 0 || done == tc.steps() || done == start_step + 1) {
-      StepMetrics m;
+    now.log = done % std::max(1, lc.every()) == 0 || done == tc.steps() || done == start_step + 1;
+    if (now.log) {
+      StepMetrics& m = now.metrics;
       m.step = done;
       m.total_steps = tc.steps();
-      m.loss = step_loss;
       m.lr = lr;
       m.grad_norm = r.grad_norm;
       m.skipped = r.skipped;
@@ -367,30 +391,34 @@ TrainOutcome Run::execute() {
       m.step_seconds = window_seconds / static_cast<double>(window_steps);
       m.tokens_per_second = tokens_per_step / m.step_seconds;
       if (peak) m.mfu = m.tokens_per_second / world_.size() * flops / *peak;  // per rank, every pp stage counted
-      const MemoryStats ms = alloc.stats();
+      const MemoryStats ms = alloc.stats();  // this step's peak, before the next step resets it
       m.memory_allocated = ms.total.current;
       m.memory_peak = ms.total.peak;
       m.eta_seconds = m.step_seconds * static_cast<double>(tc.steps() - done);
-      say(format_step_line(m));
-      metrics.write_step(m);
       window_seconds = 0;
       window_steps = 0;
     }
+    pending = std::move(now);
     const int val_every = cfg_.data().val_every();
-    if (val_loader && ((val_every > 0 && done % val_every == 0) || done == tc.steps())) {
+    const bool validate = val_loader && ((val_every > 0 && done % val_every == 0) || done == tc.steps());
+    const bool sample_now = sampling && (done % lc.sample_every() == 0 || done == tc.steps());
+    const bool save_now = cc.every() > 0 && done % cc.every() == 0 && done != tc.steps();
+    if (validate || sample_now || save_now) finish_pending();  // its line first
+    if (validate) {
       val_loader->reset();
       outcome.last_val_loss = evaluate(*val_loader, cfg_.data().val_steps());
       say(fmt::format("step {} | val loss {:.4f}", done, outcome.last_val_loss));
       metrics.write_eval(done, outcome.last_val_loss);
     }
-    if (sampling && (done % lc.sample_every() == 0 || done == tc.steps())) {
+    if (sample_now) {
       std::string text = sample(lc.sample_tokens(), tc.seed() + static_cast<uint64_t>(done));
       say(fmt::format("sample at step {}: {}", done, text));
       metrics.write_sample(done, text);
     }
-    if (cc.every() > 0 && done % cc.every() == 0 && done != tc.steps()) save(done);
+    if (save_now) save(done);
     outcome.steps_done = done;
   }
+  finish_pending();
   if (pipeline_) {
     pipeline_->finish();
     say(pipeline_->timing_summary());
