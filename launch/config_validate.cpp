@@ -65,7 +65,8 @@ void check_schedule_and_train(const TrainConfig& cfg, Problems& p) {
   p.at_least("train.micro_batch_size", t.micro_batch_size(), 1);
   p.at_least("train.grad_accumulation", t.grad_accumulation(), 1);
   if (!(t.device_memory_limit_gib() >= 0 && std::isfinite(t.device_memory_limit_gib())))
-    p.add("train.device_memory_limit_gib = {}: must be >= 0 and finite (0: the whole card)", t.device_memory_limit_gib());
+    p.add("train.device_memory_limit_gib = {}: must be >= 0 and finite (0: the whole card)",
+          t.device_memory_limit_gib());
   if (t.device_memory_limit_gib() > 0 && t.device() == zerotrain::TrainingConfig::cpu)
     p.add("train.device_memory_limit_gib ({}) applies to GPUs, but train.device is cpu", t.device_memory_limit_gib());
   p.at_least("schedule.warmup_steps", s.warmup_steps(), 0);

@@ -243,10 +243,13 @@ Tensor Gpt::block(ParameterSource& src, int layer, const Tensor& x, const StepRn
   Tensor x1 = add(x, a);
 
   Tensor h2 = layernorm(x1, p[kLn2W], p[kLn2B]);
-  Tensor m = selective_recompute_
-                 ? tp::row_parallel_linear(gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true),
-                                           p[kFcProjW], p[kFcProjB], tp_)
-                 : tp::parallel_mlp(h2, p[kFcW], p[kFcB], p[kFcProjW], p[kFcProjB], tp_);
+  Tensor m;
+  if (selective_recompute_) {
+    Tensor hidden = gelu_linear(tp::enter_tp_region(h2, tp_), p[kFcW], p[kFcB], /*recompute=*/true);
+    m = tp::row_parallel_linear(hidden, p[kFcProjW], p[kFcProjB], tp_);
+  } else {
+    m = tp::parallel_mlp(h2, p[kFcW], p[kFcB], p[kFcProjW], p[kFcProjB], tp_);
+  }
   if (drop) m = residual_dropout(m, rng.site_seed(unit, 1));
   src.release(unit);
   return src.unit_output(unit, add(x1, m));

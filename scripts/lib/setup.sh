@@ -48,7 +48,8 @@ z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
 z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("include/")])' "$tmp" "$dest"; then
     echo "[setup] cuDNN frontend $ZT_CUDNN_FRONTEND_VERSION headers in $dest"
   else
-    echo "[setup] could not fetch nvidia-cudnn-frontend $ZT_CUDNN_FRONTEND_VERSION: attention will use zerotrain's kernels only" >&2
+    echo "[setup] could not fetch nvidia-cudnn-frontend $ZT_CUDNN_FRONTEND_VERSION:" \
+      "attention will use zerotrain's kernels only" >&2
   fi
   rm -rf "$tmp"
 }
