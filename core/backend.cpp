@@ -99,7 +99,7 @@ void Backend::adamw_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamWAr
   not_implemented("adamw_step");
 }
 void Backend::adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
-                              const std::vector<AdamWRun>& runs, const AdamWArgs& args) const {
+                              const std::vector<AdamWRun>& runs, const AdamWArgs& args, Tensor* param_copy) const {
   for (const AdamWRun& r : runs) {
     if (r.n <= 0) continue;
     Tensor p = narrow(param, 0, r.begin, r.n), m = narrow(exp_avg, 0, r.begin, r.n),
@@ -107,6 +107,10 @@ void Backend::adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg
     AdamWArgs a = args;
     a.weight_decay = r.weight_decay;
     adamw_step(p, narrow(grad, 0, r.begin, r.n), m, v, a);
+    if (param_copy != nullptr) {
+      Tensor dst = narrow(*param_copy, 0, r.begin, r.n);
+      copy_strided(p, dst);
+    }
   }
 }
 

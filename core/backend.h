@@ -158,8 +158,12 @@ class Backend {
   // adamw_step on each run of the flat 1-D tensors (args.weight_decay replaced by the run's). The
   // default is one adamw_step per run; the CUDA backend updates all runs in one launch (a GPT block
   // has 9 runs: launching them one by one left the GPU waiting on the host for the small ones).
+  // With param_copy (same size, any floating dtype, same device), each updated run is also written
+  // there in its dtype: the compute-dtype copy of the master weights, which the CPU backend writes
+  // in the same pass (the offloaded optimizer's step then reads and writes host memory once).
   virtual void adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
-                               const std::vector<AdamWRun>& runs, const AdamWArgs& args) const;
+                               const std::vector<AdamWRun>& runs, const AdamWArgs& args,
+                               Tensor* param_copy = nullptr) const;
 
  protected:
   [[noreturn]] void not_implemented(const char* kernel) const;

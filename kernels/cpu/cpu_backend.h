@@ -40,6 +40,9 @@ class CpuBackend final : public Backend {
   Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale, const Tensor& scale_by, bool in_place) const override;
   Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWArgs& args) const override;
+  void adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                       const std::vector<AdamWRun>& runs, const AdamWArgs& args,
+                       Tensor* param_copy) const override;
 };
 
 }  // namespace zt

@@ -38,8 +38,11 @@ void CudaBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg,
 }
 
 void CudaBackend::adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
-                                  const std::vector<AdamWRun>& runs, const AdamWArgs& args) const {
+                                  const std::vector<AdamWRun>& runs, const AdamWArgs& args,
+                                  Tensor* param_copy) const {
   const char* api = "adamw_step_runs";
+  // The GPU's copy is a separate cast pass (the default's): no GPU caller asks for one yet.
+  if (param_copy != nullptr) return Backend::adamw_step_runs(param, grad, exp_avg, exp_avg_sq, runs, args, param_copy);
   const int device = cuda::cuda_device_of(api, param);
   check_adamw_operands(api, param, grad, exp_avg, exp_avg_sq, args);
   ZT_CHECK(param.dim() == 1, api, "needs flat [n] tensors, got ", param.describe());

@@ -53,7 +53,8 @@ class CudaBackend final : public Backend {
   Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWArgs& args) const override;
   void adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
-                       const std::vector<AdamWRun>& runs, const AdamWArgs& args) const override;
+                       const std::vector<AdamWRun>& runs, const AdamWArgs& args,
+                       Tensor* param_copy) const override;
  private:
   bool use_cudnn_;
 };

@@ -73,13 +73,18 @@ void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTra
 }
 
 void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
-                                 OffloadTraffic& traffic) {
+                                 OffloadTraffic& traffic, bool first) {
   ZT_CHECK(host_grad.device().is_cpu() && host_grad.dtype() == DType::f32 && host_grad.numel() == reduced.numel(),
            "zero.offload", "host gradient ", host_grad.describe(), " does not fit reduced gradient ", reduced.describe());
   // Only compute-dtype bytes cross; widening happens on the host, into a reused buffer.
   Tensor landed = buffers.landing.get(reduced.numel(), reduced.dtype());
   copy_to_host(reduced, landed, traffic);
   const auto start = Clock::now();
+  if (first) {
+    copy_(host_grad, landed);  // widens
+    traffic.host_math_seconds += seconds_since(start);
+    return;
+  }
   if (landed.dtype() != DType::f32) {
     Tensor wide = buffers.widened.get(reduced.numel(), DType::f32);
     copy_(wide, landed);

@@ -76,9 +76,11 @@ void copy_to_host(const Tensor& device_src, const Tensor& host_dst, OffloadTraff
 void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTraffic& traffic);
 
 // host_grad (f32, host) += reduced (compute dtype, on the device): copied to the host first in the
-// compute dtype, then widened and added there.
+// compute dtype, then widened and added there. With `first` (the step's first gradient for it)
+// host_grad's old values are ignored and the widened gradient is written over them: one pass
+// instead of a widening into a buffer and an addition (and no zeroing after each step).
 void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
-                                 OffloadTraffic& traffic);
+                                 OffloadTraffic& traffic, bool first);
 
 // compute (compute dtype, on the device) = master (f32, host), cast on the host.
 void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,

@@ -23,6 +23,9 @@ struct ZeroEngine::Unit {
   Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3,
                                           // undefined with offload_optimizer)
   Tensor host_grad;                       // offload_optimizer: f32 [shard] in host memory
+  bool host_grad_stale = false;           // host_grad holds an earlier step's sum: the next gradient
+                                          // is written over it (accumulate_gradient_on_host's `first`)
+  bool compute_current = false;           // the step wrote compute_shard already (fused AdamW copy)
   std::vector<ShardSegment> segments;
   bool empty = false;                     // this rank holds none of the unit (a pipeline stage's others)
   int ready = 0;                          // parameters whose gradient arrived this micro-batch
@@ -386,7 +389,8 @@ void ZeroEngine::finalize_reduction(int unit) {
 void ZeroEngine::take_reduced_gradient(int unit, const Tensor& reduced) {
   Unit& U = *units_[static_cast<size_t>(unit)];
   if (config_.offload_optimizer) {  // Note [Optimizer offload]
-    accumulate_gradient_on_host(reduced, U.host_grad, host_buffers_, counters_.offload);
+    accumulate_gradient_on_host(reduced, U.host_grad, host_buffers_, counters_.offload, U.host_grad_stale);
+    U.host_grad_stale = false;
   } else if (config_.stage >= 2) {
     add_(U.grad_shard, reduced);
   }  // stages 0-1 without offload: grad_shard is a view of the reduced buffer already
@@ -436,6 +440,10 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   // ranks is counted on tp rank 0 only.
   // The sum stays on the device (one read below, the step's only synchronisation), and runs of
   // adjacent counted segments of a shard are summed in one call.
+  for (auto& U : units_) {  // a unit that received no gradient this step has a zero one
+    if (U->host_grad_stale) fill_(U->host_grad, 0.0);
+    U->host_grad_stale = false;
+  }
   Tensor sum;
   for (auto& U : units_) {
     if (U->empty) continue;
@@ -492,7 +500,11 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
       args.eps = adamw_.eps;
       args.step = step_;
       args.grad_scale = grad_scale;
-      be.adamw_step_runs(U->master, g, U->exp_avg, U->exp_avg_sq, runs, args);
+      if (config_.offload_optimizer && !U->master_aliases_compute) {
+        update_offloaded_unit(*U, g, runs, args);
+      } else {
+        be.adamw_step_runs(U->master, g, U->exp_avg, U->exp_avg_sq, runs, args);
+      }
     }
     if (config_.offload_optimizer)  // host work, synchronous: the wall time is its cost
       counters_.host_optimizer_seconds +=
@@ -501,7 +513,7 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   }
   for (auto& U : units_) {
     if (U->empty) continue;
-    if (U->host_grad.defined()) fill_(U->host_grad, 0.0);
+    if (U->host_grad.defined()) U->host_grad_stale = true;  // overwritten by the next gradient
     if (U->grad_shard.defined()) fill_(U->grad_shard, 0.0);  // stage 0: the unit's part of its bucket
     if (config_.stage == 1) fill_(U->grad_full, 0.0);
   }
@@ -514,16 +526,46 @@ void ZeroEngine::write_back_parameters() {
   for (auto& U : units_) {
     if (U->empty) continue;
     if (config_.stage == 3) free_gathered(U->layout.unit);  // a gathered copy would now be stale
-    if (!U->master_aliases_compute) {
+    if (!U->master_aliases_compute && !U->compute_current) {
       if (config_.offload_optimizer && !config_.offload_params) {
         write_master_to_device(U->master, U->compute_shard, host_buffers_, counters_.offload);
       } else {
         copy_(U->compute_shard, U->master);  // same memory kind (or offload_params alone)
       }
     }
+    U->compute_current = false;
     if (config_.stage == 1 || config_.stage == 2) gathers.push_back(dp_.all_gather(U->compute_shard, U->full));
   }
   for (auto& w : gathers) w->wait();
+}
+
+// Note [Offloaded step]: the host AdamW writes the compute-dtype copy of the master in the same pass
+// (Backend::adamw_step_runs' param_copy): straight into the host parameter shard under
+// offload_params, else into the landing buffer, whose positions outside the runs (padding) are
+// filled from the master before the copy to the device. write_back_parameters then skips the unit.
+void ZeroEngine::update_offloaded_unit(Unit& U, const Tensor& g, const std::vector<AdamWRun>& runs,
+                                       const AdamWArgs& args) {
+  const Backend& be = backend_for(U.master.device());
+  if (config_.offload_params) {
+    be.adamw_step_runs(U.master, g, U.exp_avg, U.exp_avg_sq, runs, args, &U.compute_shard);
+  } else {
+    const int64_t n = U.master.numel();
+    Tensor rounded = host_buffers_.landing.get(n, U.compute_shard.dtype());
+    be.adamw_step_runs(U.master, g, U.exp_avg, U.exp_avg_sq, runs, args, &rounded);
+    int64_t covered = 0;  // runs are in order: fill the gaps between and after them
+    auto fill_gap = [&](int64_t end) {
+      if (end <= covered) return;
+      Tensor gap = narrow(rounded, 0, covered, end - covered);
+      copy_(gap, narrow(U.master, 0, covered, end - covered));
+    };
+    for (const AdamWRun& r : runs) {
+      fill_gap(r.begin);
+      covered = std::max(covered, r.begin + r.n);
+    }
+    fill_gap(n);
+    copy_to_device(rounded, U.compute_shard, counters_.offload);
+  }
+  U.compute_current = true;
 }
 
 void ZeroEngine::sync_parameters_from_masters() { write_back_parameters(); }

@@ -140,6 +140,9 @@ class ZeroEngine final : public ParameterSource {
   void take_reduced_gradient(int unit, const Tensor& reduced);  // into the (host or device) shard
   Tensor& step_gradient(Unit& unit);  // the shard gradient the optimizer reads
   void write_back_parameters();
+  // Offloaded AdamW of one unit with its compute-dtype copy written in the same pass (Note
+  // [Offloaded step] in zero_engine.cpp).
+  void update_offloaded_unit(Unit& unit, const Tensor& grad, const std::vector<AdamWRun>& runs, const AdamWArgs& args);
 
   std::vector<Parameter>& params_;
   comm::Communicator& dp_;

@@ -101,5 +101,36 @@ TEST(AdamWKernel, BadInputsAreReported) {
   EXPECT_ZT_ERROR(cpu_backend().adamw_step(p, gi, m, v, args), "[adamw_step] grad must be a contiguous f32, bf16 or f16");
 }
 
+// adamw_step_runs with a param_copy: the CPU backend's fused pass (update and cast together) against
+// run-by-run adamw_step followed by a cast, bit for bit, for f32, bf16 and f16 copies; elements no
+// run covers keep their values in both the master and the copy.
+TEST(AdamWKernel, RunsWithFusedParameterCopyMatchSeparatePasses) {
+  const std::vector<AdamWRun> runs = {{0, 700, 0.1}, {700, 300, 0.0}, {1000, 0, 0.1}, {1003, 40000, 0.1}};
+  const int64_t n = 41010;  // 7 trailing elements in no run
+  for (DType copy_dtype : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(copy_dtype));
+    Tensor p1 = randn({n}, 1, 0, DType::f32), m1 = randn({n}, 2, 0, DType::f32);
+    Tensor v1 = mul(randn({n}, 3, 0, DType::f32), randn({n}, 3, 0, DType::f32)), g = randn({n}, 4, 0, DType::bf16);
+    Tensor p2 = clone(p1), m2 = clone(m1), v2 = clone(v1);
+    Tensor copy_fused = to(p1, copy_dtype), copy_separate = to(p1, copy_dtype);
+    AdamWArgs args;
+    args.lr = 1e-3;
+    args.step = 3;
+    args.grad_scale = 0.7;
+    cpu_backend().adamw_step_runs(p1, g, m1, v1, runs, args, &copy_fused);
+    for (const AdamWRun& r : runs) {
+      if (r.n == 0) continue;
+      Tensor p = narrow(p2, 0, r.begin, r.n), m = narrow(m2, 0, r.begin, r.n), v = narrow(v2, 0, r.begin, r.n);
+      AdamWArgs a = args;
+      a.weight_decay = r.weight_decay;
+      cpu_backend().adamw_step(p, narrow(g, 0, r.begin, r.n), m, v, a);
+      Tensor dst = narrow(copy_separate, 0, r.begin, r.n);
+      cpu_backend().copy_strided(p, dst);
+    }
+    for (const auto& [a, b] : {std::pair{&p1, &p2}, {&m1, &m2}, {&v1, &v2}, {&copy_fused, &copy_separate}})
+      EXPECT_EQ(to(*a, DType::f64).to_vector<double>(), to(*b, DType::f64).to_vector<double>());
+  }
+}
+
 }  // namespace
 }  // namespace zt
