@@ -1,9 +1,9 @@
 // Argument checks shared by every backend: the public verbs check, then call the backend's do_*.
 #include "parallel/comm/communicator.h"
 
-#include "core/backend.h"
-
 #include <string>
+
+#include "core/backend.h"
 
 namespace zt::comm {
 
