@@ -46,5 +46,8 @@ class StreamFence {
 // for hot paths such as a step's token ids). `src` must be page-locked (pinned_host_allocator) and
 // stay unchanged until the returned fence has been waited for.
 StreamFence upload_async(void* dst, int device, const void* src, size_t bytes);
+// The other direction: device `src` -> page-locked host `dst`, queued on the device's current
+// stream; `dst` holds the bytes once the fence has passed (and `src` must stay allocated until then).
+StreamFence download_async(void* dst, const void* src, int device, size_t bytes);
 
 }  // namespace zt::cuda

@@ -347,6 +347,16 @@ StreamFence upload_async(void* dst, int device, const void* src, size_t bytes) {
   return StreamFence(std::move(event));
 }
 
+StreamFence download_async(void* dst, const void* src, int device, size_t bytes) {
+  if (bytes == 0) return {};
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device);
+  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+  auto event = std::make_shared<Event>(device);
+  event->record(stream);
+  return StreamFence(std::move(event));
+}
+
 void synchronize(int device) {
   DeviceGuard guard(device);
   ZT_CUDA_CHECK(cudaDeviceSynchronize());

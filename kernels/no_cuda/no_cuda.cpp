@@ -23,5 +23,6 @@ void synchronize(int) { no_cuda("cuda.synchronize"); }
 std::string version_info() { return "CUDA: not built"; }
 void StreamFence::wait() const {}
 StreamFence upload_async(void*, int, const void*, size_t) { no_cuda("cuda.upload_async"); }
+StreamFence download_async(void*, const void*, int, size_t) { no_cuda("cuda.download_async"); }
 
 }  // namespace zt::cuda

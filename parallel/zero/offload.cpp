@@ -72,26 +72,53 @@ void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTra
   traffic.host_to_device_bytes += static_cast<int64_t>(host_src.nbytes());
 }
 
-void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
-                                 OffloadTraffic& traffic, bool first) {
+void GradientLanding::pin() {
+  for (HostStaging& slot : slots_) slot.pin();
+}
+
+void GradientLanding::land(const Tensor& reduced, const Tensor& host_grad, bool first, OffloadTraffic& traffic) {
   ZT_CHECK(host_grad.device().is_cpu() && host_grad.dtype() == DType::f32 && host_grad.numel() == reduced.numel(),
            "zero.offload", "host gradient ", host_grad.describe(), " does not fit reduced gradient ", reduced.describe());
-  // Only compute-dtype bytes cross; widening happens on the host, into a reused buffer.
-  Tensor landed = buffers.landing.get(reduced.numel(), reduced.dtype());
-  copy_to_host(reduced, landed, traffic);
+  ZT_CHECK(reduced.is_contiguous(), "zero.offload", "reduced gradient must be contiguous, got ", reduced.describe());
+  if (static_cast<int>(pending_.size()) == kSlots) absorb_front(traffic);  // frees slots_[next_slot_]
+  Pending p;
+  p.reduced = reduced;
+  p.landed = slots_[static_cast<size_t>(next_slot_)].get(reduced.numel(), reduced.dtype());  // compute dtype crosses
+  next_slot_ = (next_slot_ + 1) % kSlots;
+  p.host_grad = host_grad;
+  p.first = first;
   const auto start = Clock::now();
-  if (first) {
-    copy_(host_grad, landed);  // widens
-    traffic.host_math_seconds += seconds_since(start);
-    return;
+  if (reduced.device().is_cuda()) {
+    p.fence = cuda::download_async(p.landed.raw_data(), reduced.raw_data(), reduced.device().index, reduced.nbytes());
+  } else {
+    copy_bytes_of(reduced, p.landed);
   }
-  if (landed.dtype() != DType::f32) {
-    Tensor wide = buffers.widened.get(reduced.numel(), DType::f32);
-    copy_(wide, landed);
-    landed = wide;
+  traffic.copy_seconds += seconds_since(start);
+  traffic.device_to_host_bytes += static_cast<int64_t>(reduced.nbytes());
+  pending_.push_back(std::move(p));
+}
+
+void GradientLanding::absorb_front(OffloadTraffic& traffic) {
+  Pending& p = pending_.front();
+  const auto wait_start = Clock::now();
+  p.fence.wait();
+  traffic.copy_seconds += seconds_since(wait_start);
+  const auto start = Clock::now();
+  if (p.first) {
+    copy_(p.host_grad, p.landed);  // widens
+  } else if (p.landed.dtype() == DType::f32) {
+    add_(p.host_grad, p.landed);
+  } else {
+    Tensor wide = widened_.get(p.landed.numel(), DType::f32);
+    copy_(wide, p.landed);
+    add_(p.host_grad, wide);
   }
-  add_(host_grad, landed);
   traffic.host_math_seconds += seconds_since(start);
+  pending_.pop_front();
+}
+
+void GradientLanding::absorb_all(OffloadTraffic& traffic) {
+  while (!pending_.empty()) absorb_front(traffic);
 }
 
 void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,

@@ -18,18 +18,19 @@
 // device buffer, then all-gathers in place. With f32 compute and both offloads on, the f32 master
 // is that host shard itself.
 //
-// Every byte that crosses goes through the landing buffer, which is page-locked on GPU runs
-// (HostStaging::pin). Where a GPU run would overlap (not done yet; every copy below is synchronous
-// on the device's current stream, which keeps it ordered after the reduce-scatter and before the
-// all-gather):
-//   - the gradient copy would go on a device-to-host stream after an event recorded when the
-//     reduce-scatter finishes, with a host thread adding into the f32 gradient once its event fires;
-//   - the parameter fetch would go on a host-to-device stream one unit ahead (with the prefetch),
-//     and the all-gather would wait on its event instead of the host.
+// Every byte that crosses goes through page-locked buffers on GPU runs (HostStaging::pin). The
+// gradients' trip is asynchronous (Note [Gradient landing]: queued on the device's current stream,
+// so ordered after the reduce-scatter, widened on the host one unit later). Still synchronous: the
+// masters' trip back after the step, and under parameter offload the fetch of a unit's shard, which
+// would go on a host-to-device stream one unit ahead (with the prefetch), the all-gather waiting on
+// its event instead of the host.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <deque>
 
+#include "core/cuda_support.h"
 #include "core/tensor.h"
 
 namespace zt::zero {
@@ -61,12 +62,6 @@ class HostStaging {
   bool pinned_ = false;
 };
 
-struct HostBuffers {
-  HostStaging landing;  // gradients as they arrive, masters rounded for the trip back (compute dtype);
-                        // pinned when the device is a GPU
-  HostStaging widened;  // 16-bit gradients widened to f32 before they are added (host only)
-};
-
 // A contiguous [n] host tensor, page-locked when `pinned` (see HostStaging::pin).
 Tensor empty_host(int64_t n, DType dtype, MemoryCategory category, bool pinned);
 
@@ -75,12 +70,41 @@ Tensor empty_host(int64_t n, DType dtype, MemoryCategory category, bool pinned);
 void copy_to_host(const Tensor& device_src, const Tensor& host_dst, OffloadTraffic& traffic);
 void copy_to_device(const Tensor& host_src, const Tensor& device_dst, OffloadTraffic& traffic);
 
-// host_grad (f32, host) += reduced (compute dtype, on the device): copied to the host first in the
-// compute dtype, then widened and added there. With `first` (the step's first gradient for it)
-// host_grad's old values are ignored and the widened gradient is written over them: one pass
-// instead of a widening into a buffer and an addition (and no zeroing after each step).
-void accumulate_gradient_on_host(const Tensor& reduced, Tensor& host_grad, HostBuffers& buffers,
-                                 OffloadTraffic& traffic, bool first);
+// Note [Gradient landing]: host_grad (f32, host) += reduced (compute dtype, on the device), for
+// each unit as backward reduces it. land() queues the copy to the host in the compute dtype into
+// one of kSlots page-locked slots and returns at once (cuda::download_async on a GPU run; a
+// memcpy on the CPU); the widening into host_grad happens at a later land() that needs the slot,
+// or at absorb_all() before the optimizer step. So backward keeps the GPU busy while the previous
+// unit's gradient crosses and is widened, instead of draining the stream at every unit. With
+// `first` (the step's first gradient for that host_grad) its old values are ignored and the
+// widened gradient is written over them (one pass, and no zeroing after each step).
+class GradientLanding {
+ public:
+  static constexpr int kSlots = 2;
+  void pin();  // page-locked slots from now on (GPU runs)
+  void land(const Tensor& reduced, const Tensor& host_grad, bool first, OffloadTraffic& traffic);
+  void absorb_all(OffloadTraffic& traffic);  // every queued gradient is in its host_grad on return
+  bool idle() const { return pending_.empty(); }
+
+ private:
+  struct Pending {
+    Tensor reduced;  // kept alive (and its device memory unreused) until the copy has run
+    Tensor landed;   // the slot's view, compute dtype
+    Tensor host_grad;
+    bool first = false;
+    cuda::StreamFence fence;
+  };
+  void absorb_front(OffloadTraffic& traffic);
+  std::array<HostStaging, kSlots> slots_;
+  HostStaging widened_;  // 16-bit gradients widened to f32 before they are added
+  int next_slot_ = 0;
+  std::deque<Pending> pending_;
+};
+
+struct HostBuffers {
+  GradientLanding gradients;  // Note [Gradient landing]
+  HostStaging landing;        // masters rounded for the trip back (compute dtype); pinned on GPU runs
+};
 
 // compute (compute dtype, on the device) = master (f32, host), cast on the host.
 void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,

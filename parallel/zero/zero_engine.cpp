@@ -24,7 +24,7 @@ struct ZeroEngine::Unit {
                                           // undefined with offload_optimizer)
   Tensor host_grad;                       // offload_optimizer: f32 [shard] in host memory
   bool host_grad_stale = false;           // host_grad holds an earlier step's sum: the next gradient
-                                          // is written over it (accumulate_gradient_on_host's `first`)
+                                          // is written over it (GradientLanding::land's `first`)
   bool compute_current = false;           // the step wrote compute_shard already (fused AdamW copy)
   std::vector<ShardSegment> segments;
   bool empty = false;                     // this rank holds none of the unit (a pipeline stage's others)
@@ -85,7 +85,10 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
            "offload_params needs stage 3 (only ZeRO-3 keeps a parameter shard to offload), got stage ", config_.stage);
   const Device master_device = config_.offload_optimizer ? Device::cpu() : device_;
   const Device param_device = config_.offload_params ? Device::cpu() : device_;
-  if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) host_buffers_.landing.pin();
+  if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) {
+    host_buffers_.landing.pin();
+    host_buffers_.gradients.pin();
+  }
 
   unit_of_param_.assign(params_.size(), -1);
   index_in_unit_.assign(params_.size(), -1);
@@ -389,7 +392,7 @@ void ZeroEngine::finalize_reduction(int unit) {
 void ZeroEngine::take_reduced_gradient(int unit, const Tensor& reduced) {
   Unit& U = *units_[static_cast<size_t>(unit)];
   if (config_.offload_optimizer) {  // Note [Optimizer offload]
-    accumulate_gradient_on_host(reduced, U.host_grad, host_buffers_, counters_.offload, U.host_grad_stale);
+    host_buffers_.gradients.land(reduced, U.host_grad, U.host_grad_stale, counters_.offload);
     U.host_grad_stale = false;
   } else if (config_.stage >= 2) {
     add_(U.grad_shard, reduced);
@@ -440,6 +443,7 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   // ranks is counted on tp rank 0 only.
   // The sum stays on the device (one read below, the step's only synchronisation), and runs of
   // adjacent counted segments of a shard are summed in one call.
+  host_buffers_.gradients.absorb_all(counters_.offload);  // Note [Gradient landing]
   for (auto& U : units_) {  // a unit that received no gradient this step has a zero one
     if (U->host_grad_stale) fill_(U->host_grad, 0.0);
     U->host_grad_stale = false;
