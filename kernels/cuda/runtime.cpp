@@ -337,24 +337,25 @@ void StreamFence::wait() const {
   if (event_) static_cast<const Event*>(event_.get())->synchronize();
 }
 
-StreamFence upload_async(void* dst, int device, const void* src, size_t bytes) {
+namespace {
+// One page-locked <-> device copy queued on the device's current stream, and the fence after it.
+StreamFence copy_async(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, int device) {
   if (bytes == 0) return {};
   DeviceGuard guard(device);
   const cudaStream_t stream = current_stream(device);
-  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
   auto event = std::make_shared<Event>(device);
   event->record(stream);
   return StreamFence(std::move(event));
 }
+}  // namespace
+
+StreamFence upload_async(void* dst, int device, const void* src, size_t bytes) {
+  return copy_async(dst, src, bytes, cudaMemcpyHostToDevice, device);
+}
 
 StreamFence download_async(void* dst, const void* src, int device, size_t bytes) {
-  if (bytes == 0) return {};
-  DeviceGuard guard(device);
-  const cudaStream_t stream = current_stream(device);
-  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
-  auto event = std::make_shared<Event>(device);
-  event->record(stream);
-  return StreamFence(std::move(event));
+  return copy_async(dst, src, bytes, cudaMemcpyDeviceToHost, device);
 }
 
 void synchronize(int device) {
