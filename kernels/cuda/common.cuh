@@ -130,6 +130,22 @@ struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
+// dst[i] = f(src[i]) for i < n in a grid-stride loop, V elements per load and store (src and dst
+// V-element aligned), the tail past the last whole pack element by element.
+template <typename S, typename D, int V, typename F>
+__device__ __forceinline__ void map_packs(const S* __restrict__ src, D* __restrict__ dst, int64_t n, F f) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < n / V; i += step) {
+    const Pack<S, V> ps = reinterpret_cast<const Pack<S, V>*>(src)[i];
+    Pack<D, V> pd;
+#pragma unroll
+    for (int j = 0; j < V; ++j) pd.v[j] = f(ps.v[j]);
+    reinterpret_cast<Pack<D, V>*>(dst)[i] = pd;
+  }
+  for (int64_t i = n / V * V + first; i < n; i += step) dst[i] = f(src[i]);
+}
+
 // Sixteen bytes of T.
 template <typename T>
 using Pack16 = Pack<T, static_cast<int>(16 / sizeof(T))>;

@@ -116,16 +116,7 @@ __device__ __forceinline__ A unary_derivative(UnaryOp op, A x, A y, A s) {
 
 template <typename T, int V>
 __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, acc_t<T> s, int64_t n) {
-  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = first; i < n / V; i += step) {
-    const Pack<T, V> px = reinterpret_cast<const Pack<T, V>*>(x)[i];
-    Pack<T, V> py;
-#pragma unroll
-    for (int j = 0; j < V; ++j) py.v[j] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(px.v[j]), s));
-    reinterpret_cast<Pack<T, V>*>(y)[i] = py;
-  }
-  for (int64_t i = n / V * V + first; i < n; i += step) y[i] = from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(x[i]), s));
+  map_packs<T, T, V>(x, y, n, [=](T v) { return from_acc<T>(apply_unary<acc_t<T>>(op, to_acc(v), s)); });
 }
 
 // xv and yv are x and y as arithmetic values; a missing y (has_y false) is recomputed from x.

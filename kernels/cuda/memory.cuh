@@ -23,16 +23,7 @@ __device__ __forceinline__ D cast_element(S v, bool to_bool) {
 
 template <typename S, typename D, int V>
 __global__ void cast_contiguous_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n, bool to_bool) {
-  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = first; i < n / V; i += step) {
-    const Pack<S, V> ps = reinterpret_cast<const Pack<S, V>*>(src)[i];
-    Pack<D, V> pd;
-#pragma unroll
-    for (int j = 0; j < V; ++j) pd.v[j] = cast_element<S, D>(ps.v[j], to_bool);
-    reinterpret_cast<Pack<D, V>*>(dst)[i] = pd;
-  }
-  for (int64_t i = n / V * V + first; i < n; i += step) dst[i] = cast_element<S, D>(src[i], to_bool);
+  map_packs<S, D, V>(src, dst, n, [=](S v) { return cast_element<S, D>(v, to_bool); });
 }
 
 // The layout is in units of V elements (see vectorize_inner): each index moves one Pack.
