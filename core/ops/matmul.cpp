@@ -261,23 +261,24 @@ Tensor mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2
              b2.describe());
   }
   const int64_t in_features = w1.size(1), out_features = w2.size(0);
-  Tensor x2, pre, hidden, y;
+  Tensor x2, w1c, w2c, pre, hidden, y;
   {
     NoGradGuard no_grad;
     const Backend& be = backend_for(x.device());
     x2 = contiguous(reshape(x.detach(), {-1, in_features}));
+    w1c = contiguous(w1.detach());
+    w2c = contiguous(w2.detach());
     const Tensor bias1 = b1.defined() ? contiguous(b1.detach()) : Tensor();
     const Tensor bias2 = b2.defined() ? contiguous(b2.detach()) : Tensor();
-    hidden = be.linear(x2, contiguous(w1.detach()), bias1, /*gelu=*/true, &pre);
+    hidden = be.linear(x2, w1c, bias1, /*gelu=*/true, &pre);
     ZT_ASSERT(pre.defined(), "mlp: Backend::linear with gelu did not return the pre-activation");
-    y = be.linear(hidden, contiguous(w2.detach()), bias2, /*gelu=*/false, nullptr);
+    y = be.linear(hidden, w2c, bias2, /*gelu=*/false, nullptr);
     Shape shape(x.shape().begin(), x.shape().end() - 1);
     shape.push_back(out_features);
     y = view(y, shape);
   }
   if (needs_grad({&x, &w1, &b1, &w2, &b2}))
-    record(std::make_shared<MlpBackward>(x.shape(), x2, contiguous(w1.detach()), pre, hidden, contiguous(w2.detach()),
-                                         b1.defined(), b2.defined()),
+    record(std::make_shared<MlpBackward>(x.shape(), x2, w1c, pre, hidden, w2c, b1.defined(), b2.defined()),
            {x, w1, b1, w2, b2}, {&y});
   return y;
 }
