@@ -180,6 +180,13 @@ int main(int argc, char** argv) {
                         gpu().attention_backward(pdout, pq, pk, pv, r.out, r.lse, true, scale);
                       }),
                       3.5 * fwd_flops, 0});
+      // cuDNN's non-deterministic backward (opt-in, Note [Deterministic attention]).
+      const CudaBackend nondet(CudaBackend::AttentionImpl::automatic_nondeterministic);
+      rows.push_back({"attention_nondet_fwd_bwd", shape, time_ms(opt, [&] {
+                        AttentionResult r = nondet.attention(pq, pk, pv, true, scale);
+                        nondet.attention_backward(pdout, pq, pk, pv, r.out, r.lse, true, scale);
+                      }),
+                      3.5 * fwd_flops, 0});
       // zerotrain's own kernels (the default above is cuDNN's SDPA where the build has it).
       const CudaBackend own(CudaBackend::AttentionImpl::kernels);
       rows.push_back({"attention_kernels_fwd", shape, time_ms(opt, [&] { own.attention(pq, pk, pv, true, scale); }),

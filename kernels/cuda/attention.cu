@@ -159,7 +159,8 @@ AttentionGrads CudaBackend::attention_backward(const Tensor& grad_out, const Ten
   }
   if (q.numel() == 0) return grads;
 
-  if (use_cudnn_ && cuda::cudnn_sdpa_backward(grad_out, q, k, v, out, lse, grads.dq, grads.dk, grads.dv, causal, scale))
+  if (use_cudnn_ && cuda::cudnn_sdpa_backward(grad_out, q, k, v, out, lse, grads.dq, grads.dk, grads.dv, causal, scale,
+                                                  deterministic_))
     return grads;
   const int device = q.device().index;
   cuda::DeviceGuard guard(device);

@@ -48,7 +48,7 @@ struct SdpaGraph {};
 bool cudnn_sdpa_compiled() { return false; }
 bool cudnn_sdpa_forward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, bool, double) { return false; }
 bool cudnn_sdpa_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                         Tensor&, Tensor&, Tensor&, bool, double) {
+                         Tensor&, Tensor&, Tensor&, bool, double, bool) {
   return false;
 }
 
@@ -178,13 +178,15 @@ bool cudnn_sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
 }
 
 bool cudnn_sdpa_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv, bool causal, double scale) {
+                         const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv, bool causal, double scale,
+                         bool deterministic) {
   if (!eligible(q)) return false;
   const int device = q.device().index;
   DeviceGuard guard(device);
   SdpaState& state = DeviceContext::get(device).sdpa_state();
   std::lock_guard<std::mutex> lock(state.mutex);
-  const std::string key = graph_key("bwd", {&q, &k, &v, &out, &grad_out, &dq, &dk, &dv}, causal, scale);
+  const std::string key = graph_key(deterministic ? "bwd" : "bwd-nondet", {&q, &k, &v, &out, &grad_out, &dq, &dk, &dv},
+                                    causal, scale);
   std::shared_ptr<SdpaGraph> graph = cached_graph(state, key, [&] {
     auto g = new_graph(q.dtype());
     auto Q = io_tensor(*g, "Q", kQ, q), K = io_tensor(*g, "K", kK, k), V = io_tensor(*g, "V", kV, v);
@@ -199,7 +201,7 @@ bool cudnn_sdpa_backward(const Tensor& grad_out, const Tensor& q, const Tensor& 
     auto options = fe::graph::SDPA_backward_attributes()
                        .set_name("sdpa_backward")
                        .set_attn_scale(static_cast<float>(scale))
-                       .set_deterministic_algorithm(true);
+                       .set_deterministic_algorithm(deterministic);
     if (causal) options.set_causal_mask(true);
     auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, stats, options);
     set_output(dQ, kDQ, dq);

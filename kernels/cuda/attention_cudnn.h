@@ -8,8 +8,13 @@
 //
 // The graphs take q, k, v and dO in any [B, H, T, D] strides with a unit D stride (Note [Attention
 // layouts]), so the packed qkv projection is read in place and [B, T, H, D] outputs are written
-// directly. The backward asks for cuDNN's deterministic algorithm: results do not depend on block
-// scheduling, as with our kernels. Built graphs are cached per device and problem (SdpaState).
+// directly. Built graphs are cached per device and problem (SdpaState).
+//
+// Note [Deterministic attention]: by default the backward asks for cuDNN's deterministic algorithm,
+// so results do not depend on block scheduling, as with our kernels: two runs of a training job
+// give the same bits. The non-deterministic one accumulates dQ with atomics and is a few percent
+// faster (docs/performance.md); it is an explicit opt-in (ZT_CUDNN_ATTENTION=nondeterministic,
+// kernels/cuda/runtime.cpp), the deterministic graph and the other are cached under different keys.
 #pragma once
 
 #include <memory>
@@ -48,6 +53,7 @@ bool cudnn_sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tenso
 // dq, dk, dv (allocated by the caller, any strides with a unit D stride) from the forward's out and
 // lse; returns false, having written nothing, when cuDNN has no engine for the problem.
 bool cudnn_sdpa_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                         const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv, bool causal, double scale);
+                         const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv, bool causal, double scale,
+                         bool deterministic);
 
 }  // namespace zt::cuda

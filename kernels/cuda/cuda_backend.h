@@ -9,11 +9,15 @@ namespace zt {
 class CudaBackend final : public Backend {
  public:
   // Which attention implementation runs: cuDNN's fused SDPA where the build has it and cuDNN
-  // accepts the problem, else ours (auto); or ours only (kernels), which the tests and the kernel
-  // benchmark use to hold each path against the CPU and against each other.
-  enum class AttentionImpl : uint8_t { automatic, kernels };
+  // accepts the problem, else ours (automatic); the same with cuDNN's non-deterministic backward
+  // (automatic_nondeterministic: dQ accumulated with atomics, as PyTorch's flash backward does, so
+  // its last bits depend on scheduling; an explicit opt-in, Note [Deterministic attention] in
+  // attention_cudnn.h); or ours only (kernels), which the tests and the kernel benchmark use to
+  // hold each path against the CPU and against each other.
+  enum class AttentionImpl : uint8_t { automatic, automatic_nondeterministic, kernels };
   explicit CudaBackend(AttentionImpl attention = AttentionImpl::automatic)
-      : use_cudnn_(attention == AttentionImpl::automatic) {}
+      : use_cudnn_(attention != AttentionImpl::kernels),
+        deterministic_(attention != AttentionImpl::automatic_nondeterministic) {}
 
   DeviceType device_type() const override { return DeviceType::cuda; }
   bool attention_accepts_layout(const Tensor& t) const override;
@@ -57,6 +61,7 @@ class CudaBackend final : public Backend {
                        Tensor* param_copy) const override;
  private:
   bool use_cudnn_;
+  bool deterministic_;
 };
 
 }  // namespace zt

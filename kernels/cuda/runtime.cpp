@@ -321,13 +321,21 @@ Allocator& allocator(int device) { return DeviceContext::get(device).allocator()
 void set_memory_limit(int device, size_t bytes) { DeviceContext::get(device).allocator().set_memory_limit(bytes); }
 
 // ZT_CUDNN_ATTENTION=0 keeps attention on zerotrain's own kernels (for comparisons and as an escape
-// hatch should a cuDNN version misbehave); the default lets cuDNN take the problems it accepts.
+// hatch should a cuDNN version misbehave); =nondeterministic lets cuDNN's backward accumulate with
+// atomics (Note [Deterministic attention]); unset or =1, the default, lets cuDNN take the problems
+// it accepts with its deterministic backward. Any other value is an error, not a silent default.
+static CudaBackend::AttentionImpl attention_impl_from_env() {
+  const char* env = std::getenv("ZT_CUDNN_ATTENTION");
+  if (env == nullptr || std::strcmp(env, "1") == 0 || env[0] == '\0') return CudaBackend::AttentionImpl::automatic;
+  if (std::strcmp(env, "0") == 0) return CudaBackend::AttentionImpl::kernels;
+  if (std::strcmp(env, "nondeterministic") == 0) return CudaBackend::AttentionImpl::automatic_nondeterministic;
+  throw Error(fmt::format("cuda::backend: ZT_CUDNN_ATTENTION='{}' is not one of 1 (default: cuDNN, deterministic "
+                          "backward), nondeterministic, 0 (zerotrain's kernels)",
+                          env));
+}
+
 const Backend& backend() {
-  static const CudaBackend instance([] {
-    const char* env = std::getenv("ZT_CUDNN_ATTENTION");
-    return env != nullptr && std::strcmp(env, "0") == 0 ? CudaBackend::AttentionImpl::kernels
-                                                         : CudaBackend::AttentionImpl::automatic;
-  }());  // its state lives in the device contexts
+  static const CudaBackend instance(attention_impl_from_env());  // its state lives in the device contexts
   return instance;
 }
 

@@ -30,7 +30,11 @@ struct Path {
 std::vector<Path> attention_paths() {
   static const CudaBackend kernels_only(CudaBackend::AttentionImpl::kernels);
   std::vector<Path> paths{{"zerotrain kernels", &kernels_only}};
-  if (cuda::cudnn_sdpa_compiled()) paths.push_back({"default (cuDNN where it accepts)", &cuda::backend()});
+  static const CudaBackend nondeterministic(CudaBackend::AttentionImpl::automatic_nondeterministic);
+  if (cuda::cudnn_sdpa_compiled()) {
+    paths.push_back({"default (cuDNN where it accepts)", &cuda::backend()});
+    paths.push_back({"cuDNN, non-deterministic backward", &nondeterministic});
+  }
   return paths;
 }
 
@@ -294,6 +298,30 @@ TEST(AttentionCuda, PeakySoftmaxAndCustomScale) {
   // Scores with standard deviation ~9: each row's max changes often across key tiles.
   run_case({1, 2, 300, 64, true, DType::bf16, 3.0}, 31);
   run_case({1, 2, 150, 128, false, DType::bf16, 1.0, 0.3}, 32);
+}
+
+// Note [Deterministic attention]: the default paths give the same bits on every call (the
+// non-deterministic opt-in need not, so it is only held to the reference above).
+TEST(AttentionCuda, DefaultBackwardIsBitReproducible) {
+  SKIP_WITHOUT_GPU();
+  static const CudaBackend deterministic(CudaBackend::AttentionImpl::automatic);
+  static const CudaBackend kernels_only(CudaBackend::AttentionImpl::kernels);
+  const Shape s{4, 12, 512, 64};
+  const Device gpu = Device::cuda(0);
+  auto make = [&](uint64_t seed) {
+    return from_vector_as(random_values(shape_numel(s), DType::bf16, 1.0, seed), s, DType::bf16, gpu);
+  };
+  const Tensor q = make(31), k = make(32), v = make(33), dout = make(34);
+  for (const Backend* backend : {static_cast<const Backend*>(&deterministic), static_cast<const Backend*>(&kernels_only)}) {
+    const AttentionResult fwd = backend->attention(q, k, v, true, 0.125);
+    const AttentionGrads first = backend->attention_backward(dout, q, k, v, fwd.out, fwd.lse, true, 0.125);
+    for (int repeat = 0; repeat < 3; ++repeat) {
+      const AttentionGrads again = backend->attention_backward(dout, q, k, v, fwd.out, fwd.lse, true, 0.125);
+      EXPECT_EQ(read_back(first.dq), read_back(again.dq)) << "dq, repeat " << repeat;
+      EXPECT_EQ(read_back(first.dk), read_back(again.dk)) << "dk, repeat " << repeat;
+      EXPECT_EQ(read_back(first.dv), read_back(again.dv)) << "dv, repeat " << repeat;
+    }
+  }
 }
 
 TEST(AttentionCuda, RejectsBadInputs) {
