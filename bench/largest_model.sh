@@ -5,6 +5,8 @@
 # card stands in for the one being planned for.
 # Usage: bench/largest_model.sh BUILD_DIR LAYERS D_MODEL HEADS BATCH [--set ...]
 #        e.g. bench/largest_model.sh build-gpu 32 4096 32 4 --set parallel.offload_optimizer=true
+#             bench/largest_model.sh build-gpu 50 4096 32 4 --set parallel.offload_optimizer=true \
+#               --set parallel.offload_optimizer_fraction=0.65 --set train.grad_accumulation=8
 # Environment: CAP (GiB, default 80), STEPS (default 4), BENCH_DIR.
 # Prints `zerotrain estimate` for the same settings, then the trainer's last step line and the
 # process's peak resident host memory.

@@ -215,6 +215,12 @@ void check_parallel(const TrainConfig& cfg, Problems& p) {
   if (par.offload_optimizer() && par.zero_stage() < 1)
     p.add("parallel.offload_optimizer needs parallel.zero_stage >= 1 (the CPU optimizer updates this rank's shard); "
           "zero_stage is {}", par.zero_stage());
+  if (!(par.offload_optimizer_fraction() > 0.0 && par.offload_optimizer_fraction() <= 1.0))
+    p.add("parallel.offload_optimizer_fraction must be in (0, 1] (the share of units whose optimizer states go to "
+          "the host; 1 offloads all), got {}", par.offload_optimizer_fraction());
+  if (par.offload_optimizer_fraction() != 1.0 && !par.offload_optimizer())
+    p.add("parallel.offload_optimizer_fraction ({}) applies only with parallel.offload_optimizer: true",
+          par.offload_optimizer_fraction());
   if (par.checkpoint_every_k_blocks() != 1 &&
       par.activation_checkpointing() != zerotrain::ParallelConfig::full)
     p.add("parallel.checkpoint_every_k_blocks ({}) applies only to activation_checkpointing: full (it is {})",

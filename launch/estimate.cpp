@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "parallel/zero/flat_layout.h"
 
 namespace zt {
 
@@ -35,6 +36,7 @@ MemoryEstimateInput estimate_input_from_config(const TrainConfig& cfg, int ranks
   in.blocks_per_chunk = blocks_per_chunk(cfg);
   in.zero_stage = p.zero_stage();
   in.offload_optimizer = p.offload_optimizer();
+  in.offload_optimizer_fraction = p.offload_optimizer_fraction();
   in.offload_params = p.offload_params();
   in.precision = precision(cfg);
   in.micro_batch_size = cfg.train().micro_batch_size();
@@ -241,7 +243,8 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
       if (s == 0) units.push_back(u.embeddings);
       for (int b : stage_blocks) units.insert(units.end(), static_cast<size_t>(b), u.block);
       if (s == in.pp - 1) units.push_back(u.final_norm);
-      if (s == in.pp - 1 && in.pp > 1) units.push_back(u.wte);  // the tied head's copy of wte
+      // The tied head's copy of wte: unit 0 of the last stage, so first in unit order.
+      if (s == in.pp - 1 && in.pp > 1) units.insert(units.begin(), u.wte);
     } else {
       const int64_t ways = int64_t{in.tp} * in.pp;
       units.push_back((in.parameter_count + ways - 1) / ways);
@@ -258,17 +261,27 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
     m.local_parameters = whole;
     m.parameters = (in.zero_stage >= 3 ? sharded : flat) * K.parameter;
     m.gradients = (in.zero_stage >= 2 ? sharded : flat) * K.gradient;
-    // The f32 master doubles as the compute parameter only when both live in the same memory
-    // (Note [Model-state bytes]); otherwise it is stored on its own, as for 16-bit compute.
-    const int64_t optimizer_bytes = K.optimizer + (in.precision == Precision::f32 && in.offload_optimizer != in.offload_params ? 4 : 0);
-    const int64_t optimized = in.zero_stage >= 1 ? sharded : whole;  // elements this rank's optimizer steps
-    m.optimizer_states = optimized * optimizer_bytes;
-    if (in.offload_optimizer) {
-      // Note [Optimizer offload] (parallel/zero/offload.h): the optimizer shard and an f32 gradient
-      // shard live on the host; under stages 2-3 the GPU keeps no gradient shard of its own.
-      m.host += m.optimizer_states + 4 * optimized;
-      m.optimizer_states = 0;
-      if (in.zero_stage >= 2) m.gradients = 0;
+    // Note [Optimizer offload] (parallel/zero/offload.h): an offloaded unit's optimizer shard and an
+    // f32 gradient shard live on the host; under stages 2-3 the GPU keeps no gradient shard of its
+    // own for it. Which units are offloaded: Note [Partial optimizer offload]; without model dims
+    // (one unit standing for the whole model) the fraction is taken as it is.
+    const std::vector<bool> offloaded = in.offload_optimizer
+                                            ? zero::offloaded_units(units, in.offload_optimizer_fraction)
+                                            : std::vector<bool>(units.size(), false);
+    for (size_t i = 0; i < units.size(); ++i) {
+      const int64_t optimized = in.zero_stage >= 1 ? shard_elements(units[i], in.dp) : units[i];  // this rank steps
+      const int64_t on_host = !in.offload_optimizer ? 0
+                              : in.dims             ? (offloaded[i] ? optimized : 0)
+                                                    : std::llround(in.offload_optimizer_fraction * static_cast<double>(optimized));
+      const int64_t on_device = optimized - on_host;
+      // The f32 master doubles as the compute parameter only when both live in the same memory
+      // (Note [Model-state bytes]); otherwise it is stored on its own, as for 16-bit compute.
+      auto optimizer_bytes = [&](bool host) {
+        return K.optimizer + (in.precision == Precision::f32 && host != in.offload_params ? 4 : 0);
+      };
+      m.host += on_host * (optimizer_bytes(true) + 4);
+      m.optimizer_states += on_device * optimizer_bytes(false);
+      if (in.zero_stage >= 2) m.gradients -= on_host * K.gradient;
     }
     if (in.offload_params) m.host += m.parameters, m.parameters = 0;
 
@@ -334,7 +347,11 @@ std::string format_memory_estimate(const MemoryEstimate& e, const MemoryEstimate
   out += fmt::format("layout: dp {} x tp {} x pp {} = {} rank{}, ZeRO stage {}{}{}, {}, micro-batch {}, {} per step, "
                      "activation checkpointing {}{}\n",
                      in.dp, in.tp, in.pp, world, world == 1 ? "" : "s", in.zero_stage,
-                     in.offload_optimizer ? ", optimizer offloaded" : "", in.offload_params ? ", params offloaded" : "",
+                     !in.offload_optimizer                   ? ""
+                     : in.offload_optimizer_fraction >= 1.0 ? ", optimizer offloaded"
+                                                            : fmt::format(", optimizer offloaded ({:g} of it)",
+                                                                          in.offload_optimizer_fraction),
+                     in.offload_params ? ", params offloaded" : "",
                      precision_name(in.precision), in.micro_batch_size,
                      in.micro_batches == 1 ? std::string("1 micro-batch") : fmt::format("{} micro-batches", in.micro_batches),
                      checkpointing,

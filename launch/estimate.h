@@ -55,6 +55,7 @@ struct MemoryEstimateInput {
   std::vector<int> blocks_per_chunk;  // pp * virtual_stages entries in pipeline order; empty: even split
   int zero_stage = 0;
   bool offload_optimizer = false;
+  double offload_optimizer_fraction = 1.0;  // Note [Partial optimizer offload] (parallel/zero/flat_layout.h)
   bool offload_params = false;
   Precision precision = Precision::bf16;
 

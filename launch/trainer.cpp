@@ -10,6 +10,7 @@
 #include "launch/data/embedded_corpus.h"
 #include "launch/data/loader.h"
 #include "launch/data/tokenizer.h"
+#include "launch/estimate.h"
 #include "launch/input_staging.h"
 #include "launch/model_parallel.h"
 #include "launch/pipeline_step.h"
@@ -180,6 +181,7 @@ TrainOutcome Run::execute() {
   zc.compute_dtype = cdt;
   zc.bucket_mb = cfg_.parallel().bucket_mb();
   zc.offload_optimizer = cfg_.parallel().offload_optimizer();
+  zc.offload_optimizer_fraction = cfg_.parallel().offload_optimizer_fraction();
   zc.offload_params = cfg_.parallel().offload_params();
   engine_ = std::make_unique<zero::ZeroEngine>(model_->parameters(), model_->num_units(),
                                                pipeline_ ? pipeline_->dp() : tensor_parallel_ ? tensor_parallel_->dp() : world_,
@@ -276,6 +278,17 @@ TrainOutcome Run::execute() {
                   "batch {} x {} tokens x {} micro-batches x {} ranks = {:.0f} tokens/step",
                   mc.n_layer, mc.n_head, mc.d_model, mc.vocab_size, mc.padded_vocab, n_params / 1e6, device_.str(),
                   precision_name(precision_kind), layout, B, T, accum, dp, tokens_per_step));
+  if (const zero::ModelStateBytes ms = engine_->model_state_bytes(); ms.host_total() > 0) {
+    // Offload: where the model states went (Note [Partial optimizer offload] picks the units).
+    int units = 0, offloaded = 0;
+    for (int u = 0; u < model_->num_units(); ++u)
+      if (!engine_->layouts()[static_cast<size_t>(u)].params.empty()) ++units, offloaded += engine_->unit_offloaded(u);
+    say(fmt::format("model states on {}: parameters {}, gradients {}, optimizer {} | in host memory: parameters {}, "
+                    "gradients {}, optimizer {} (optimizer of {} of {} units)",
+                    device_.str(), format_bytes(ms.parameters), format_bytes(ms.gradients), format_bytes(ms.optimizer),
+                    format_bytes(ms.host_parameters), format_bytes(ms.host_gradients), format_bytes(ms.host_optimizer),
+                    offloaded, units));
+  }
   const bool sampling = cfg_.logging().sample_every() > 0 && !pipeline_;
   if (cfg_.logging().sample_every() > 0 && pipeline_) say("logging.sample_every is ignored with parallel.pp > 1 (no pipelined sampling yet)");
   MetricsWriter metrics(rank0_ ? cfg_.logging().metrics_jsonl() : "");

@@ -37,4 +37,22 @@ std::vector<ShardSegment> UnitLayout::segments(int rank) const {
   return out;
 }
 
+std::vector<bool> offloaded_units(const std::vector<int64_t>& unit_elements, double fraction) {
+  ZT_CHECK(fraction > 0.0 && fraction <= 1.0, "offloaded_units", "fraction must be in (0, 1], got ", fraction);
+  int64_t total = 0;
+  for (int64_t n : unit_elements) total += n;
+  const double target = fraction * static_cast<double>(total);
+  std::vector<bool> offloaded(unit_elements.size(), false);
+  double taken = 0;
+  for (size_t i = unit_elements.size(); i-- > 0;) {
+    const double n = static_cast<double>(unit_elements[i]);
+    if (n == 0) continue;
+    if (fraction >= 1.0 || taken + n / 2 <= target) {
+      offloaded[i] = true;
+      taken += n;
+    }
+  }
+  return offloaded;
+}
+
 }  // namespace zt::zero

@@ -34,6 +34,16 @@ struct UnitLayout {
 
 int64_t shard_elements(int64_t numel, int dp);  // ceil(numel / dp), at least 1
 
+// Note [Partial optimizer offload]: which units' optimizer states live in host memory when a
+// fraction f < 1 of them is offloaded (ZeroConfig::offload_optimizer_fraction, DeepSpeed's offload
+// "ratio"). Walking from the last unit to the first, a unit is offloaded while that keeps the
+// offloaded elements nearest to f x the total (a unit goes when at least half of it fits under the
+// target). The last units come first because backward reduces them first: their gradients have
+// the most backward compute left to hide their trip to the host behind, and the units kept on the
+// device (the embeddings among them) run AdamW on the GPU while the CPU steps the others. Units of
+// 0 elements (another pipeline stage's) are never offloaded. The estimator applies the same rule.
+std::vector<bool> offloaded_units(const std::vector<int64_t>& unit_elements, double fraction);
+
 // Lay out units: params_of_unit[u] lists the parameter indices of unit u with their sizes.
 UnitLayout make_unit_layout(int unit, const std::vector<int>& params, const std::vector<int64_t>& sizes, int dp);
 

@@ -16,13 +16,15 @@ struct ZeroEngine::Unit {
   Tensor full;                            // [padded] over full_storage
   Tensor compute_shard;                   // [shard]: own storage under stage 3 (host memory with
                                           // offload_params), else a view of full
-  Tensor master, exp_avg, exp_avg_sq;     // f32 [shard] (host memory with offload_optimizer); master
+  Tensor master, exp_avg, exp_avg_sq;     // f32 [shard] (host memory when offloaded); master
                                           // may alias compute_shard
   bool master_aliases_compute = false;
+  bool offloaded = false;                 // offload_optimizer covers this unit (Note [Partial optimizer
+                                          // offload]): master, moments and host_grad in host memory
   Tensor grad_full;                       // [padded], compute dtype (stages 2-3: only while reducing)
   Tensor grad_shard;                      // [shard]: a view of grad_full (stages 0-1) or its own (2-3,
-                                          // undefined with offload_optimizer)
-  Tensor host_grad;                       // offload_optimizer: f32 [shard] in host memory
+                                          // undefined when offloaded)
+  Tensor host_grad;                       // offloaded: f32 [shard] in host memory
   bool host_grad_stale = false;           // host_grad holds an earlier step's sum: the next gradient
                                           // is written over it (GradientLanding::land's `first`)
   bool compute_current = false;           // the step wrote compute_shard already (fused AdamW copy)
@@ -83,7 +85,9 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
   const DType cdt = config_.compute_dtype;
   ZT_CHECK(!config_.offload_params || config_.stage == 3, "zero",
            "offload_params needs stage 3 (only ZeRO-3 keeps a parameter shard to offload), got stage ", config_.stage);
-  const Device master_device = config_.offload_optimizer ? Device::cpu() : device_;
+  ZT_CHECK(!config_.offload_optimizer ||
+               (config_.offload_optimizer_fraction > 0.0 && config_.offload_optimizer_fraction <= 1.0),
+           "zero", "offload_optimizer_fraction must be in (0, 1], got ", config_.offload_optimizer_fraction);
   const Device param_device = config_.offload_params ? Device::cpu() : device_;
   if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) {
     host_buffers_.landing.pin();
@@ -103,6 +107,15 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     unit_of_param_[i] = u;
     index_in_unit_[i] = static_cast<int>(members[static_cast<size_t>(u)].size());
     members[static_cast<size_t>(u)].push_back(static_cast<int>(i));
+  }
+
+  // Note [Partial optimizer offload]: the same choice on every rank (equal shard sizes).
+  std::vector<bool> offloaded(static_cast<size_t>(num_units), false);
+  if (config_.offload_optimizer) {
+    std::vector<int64_t> unit_elements(static_cast<size_t>(num_units), 0);
+    for (size_t i = 0; i < params_.size(); ++i)
+      unit_elements[static_cast<size_t>(params_[i].unit)] += params_[i].tensor.numel();
+    offloaded = offloaded_units(unit_elements, config_.offload_optimizer_fraction);
   }
 
   NoGradGuard no_grad;
@@ -140,7 +153,9 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     }
     // One f32 copy serves as compute shard and master when both live in the same memory. The rule
     // looks at the configuration, not at the devices, so a CPU-only run stores what a GPU run would.
-    unit->master_aliases_compute = cdt == DType::f32 && config_.offload_optimizer == config_.offload_params;
+    unit->offloaded = offloaded[static_cast<size_t>(u)];
+    unit->master_aliases_compute = cdt == DType::f32 && unit->offloaded == config_.offload_params;
+    const Device master_device = unit->offloaded ? Device::cpu() : device_;
     {
       MemoryCategoryScope scope(MemoryCategory::optimizer);
       if (unit->master_aliases_compute) {
@@ -154,7 +169,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     }
     {
       MemoryCategoryScope scope(MemoryCategory::gradients);
-      if (config_.offload_optimizer) {
+      if (unit->offloaded) {
         unit->host_grad = zeros({L.shard}, DType::f32, Device::cpu());
       } else if (config_.stage >= 2) {
         unit->grad_shard = zeros({L.shard}, cdt, device_);
@@ -391,7 +406,7 @@ void ZeroEngine::finalize_reduction(int unit) {
 
 void ZeroEngine::take_reduced_gradient(int unit, const Tensor& reduced) {
   Unit& U = *units_[static_cast<size_t>(unit)];
-  if (config_.offload_optimizer) {  // Note [Optimizer offload]
+  if (U.offloaded) {  // Note [Optimizer offload]
     host_buffers_.gradients.land(reduced, U.host_grad, U.host_grad_stale, counters_.offload);
     U.host_grad_stale = false;
   } else if (config_.stage >= 2) {
@@ -399,7 +414,9 @@ void ZeroEngine::take_reduced_gradient(int unit, const Tensor& reduced) {
   }  // stages 0-1 without offload: grad_shard is a view of the reduced buffer already
 }
 
-Tensor& ZeroEngine::step_gradient(Unit& unit) { return config_.offload_optimizer ? unit.host_grad : unit.grad_shard; }
+Tensor& ZeroEngine::step_gradient(Unit& unit) { return unit.offloaded ? unit.host_grad : unit.grad_shard; }
+
+bool ZeroEngine::unit_offloaded(int unit) const { return units_.at(static_cast<size_t>(unit))->offloaded; }
 
 void ZeroEngine::drain_reductions(size_t keep) {
   while (reducing_.size() > keep) {
@@ -448,10 +465,13 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
     if (U->host_grad_stale) fill_(U->host_grad, 0.0);
     U->host_grad_stale = false;
   }
-  Tensor sum;
+  // One running sum per memory the gradients are in (the device's, and the host's for offloaded
+  // units), each summed where its gradients are.
+  Tensor device_sum, host_sum;
   for (auto& U : units_) {
     if (U->empty) continue;
     const Tensor& g = step_gradient(*U);
+    Tensor& sum = g.device() == device_ ? device_sum : host_sum;
     if (!sum.defined()) sum = zeros({1}, DType::f64, g.device());
     const Backend& be = backend_for(g.device());
     int64_t run_begin = 0, run_end = 0;  // the current run [run_begin, run_end) of the shard
@@ -467,9 +487,9 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   }
   std::vector<comm::Communicator*> groups = norm_groups_;
   if (config_.stage >= 1) groups.insert(groups.begin(), &dp_);
-  Tensor t = !sum.defined()                  ? zeros({1}, DType::f64, dp_.device())
-             : sum.device() == dp_.device() ? sum
-                                            : to(sum, dp_.device());
+  Tensor t = zeros({1}, DType::f64, dp_.device());
+  for (const Tensor& sum : {device_sum, host_sum})
+    if (sum.defined()) add_(t, sum.device() == t.device() ? sum : to(sum, t.device()));
   for (comm::Communicator* g : groups)
     if (g->size() > 1) g->all_reduce(t, comm::ReduceOp::sum)->wait();
   const double total = t.item();
@@ -479,38 +499,17 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   if (!result.skipped) {
     const double grad_scale = clip_scale(result.grad_norm, max_grad_norm) / loss_scale;
     ++step_;
+    // Device units first: their AdamW is queued on the GPU and runs while the host steps the
+    // offloaded ones (Note [Partial optimizer offload]).
+    for (auto& U : units_)
+      if (!U->empty && !U->offloaded) update_unit(*U, lr, grad_scale);
+    bool any_offloaded = false;
     for (auto& U : units_) {
-      if (U->empty) continue;
-      Tensor g = step_gradient(*U);
-      // AdamW reads 16-bit gradients itself (widening to f32 is exact, so the update is the same),
-      // so only f64 gradients are cast, and offloaded ones cross to the host in their own dtype.
-      if (g.dtype() == DType::f64) g = to(g, DType::f32);
-      if (g.device() != U->master.device()) g = to(g, U->master.device());
-      const Backend& be = backend_for(U->master.device());
-      // Runs of adjacent segments that share their weight decay (a block's 12 parameters make 9
-      // runs), all updated by one adamw_step_runs (one launch on the GPU).
-      std::vector<AdamWRun> runs;
-      for (const ShardSegment& s : U->segments) {
-        const double decay = params_[static_cast<size_t>(s.param)].decay ? adamw_.weight_decay : 0.0;
-        if (!runs.empty() && runs.back().begin + runs.back().n == s.shard_begin && runs.back().weight_decay == decay)
-          runs.back().n = s.shard_end - runs.back().begin;
-        else
-          runs.push_back({s.shard_begin, s.shard_end - s.shard_begin, decay});
-      }
-      AdamWArgs args;
-      args.lr = lr;
-      args.beta1 = adamw_.beta1;
-      args.beta2 = adamw_.beta2;
-      args.eps = adamw_.eps;
-      args.step = step_;
-      args.grad_scale = grad_scale;
-      if (config_.offload_optimizer && !U->master_aliases_compute) {
-        update_offloaded_unit(*U, g, runs, args);
-      } else {
-        be.adamw_step_runs(U->master, g, U->exp_avg, U->exp_avg_sq, runs, args);
-      }
+      if (U->empty || !U->offloaded) continue;
+      update_unit(*U, lr, grad_scale);
+      any_offloaded = true;
     }
-    if (config_.offload_optimizer)  // host work, synchronous: the wall time is its cost
+    if (any_offloaded)  // host work (the norm and AdamW), synchronous: the wall time is its cost
       counters_.host_optimizer_seconds +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     write_back_parameters();
@@ -524,6 +523,36 @@ StepResult ZeroEngine::step(double lr, double max_grad_norm, double loss_scale) 
   return result;
 }
 
+void ZeroEngine::update_unit(Unit& U, double lr, double grad_scale) {
+  Tensor g = step_gradient(U);
+  // AdamW reads 16-bit gradients itself (widening to f32 is exact, so the update is the same),
+  // so only f64 gradients are cast, and offloaded ones cross to the host in their own dtype.
+  if (g.dtype() == DType::f64) g = to(g, DType::f32);
+  if (g.device() != U.master.device()) g = to(g, U.master.device());
+  // Runs of adjacent segments that share their weight decay (a block's 12 parameters make 9
+  // runs), all updated by one adamw_step_runs (one launch on the GPU).
+  std::vector<AdamWRun> runs;
+  for (const ShardSegment& s : U.segments) {
+    const double decay = params_[static_cast<size_t>(s.param)].decay ? adamw_.weight_decay : 0.0;
+    if (!runs.empty() && runs.back().begin + runs.back().n == s.shard_begin && runs.back().weight_decay == decay)
+      runs.back().n = s.shard_end - runs.back().begin;
+    else
+      runs.push_back({s.shard_begin, s.shard_end - s.shard_begin, decay});
+  }
+  AdamWArgs args;
+  args.lr = lr;
+  args.beta1 = adamw_.beta1;
+  args.beta2 = adamw_.beta2;
+  args.eps = adamw_.eps;
+  args.step = step_;
+  args.grad_scale = grad_scale;
+  if (U.offloaded && !U.master_aliases_compute) {
+    update_offloaded_unit(U, g, runs, args);
+  } else {
+    backend_for(U.master.device()).adamw_step_runs(U.master, g, U.exp_avg, U.exp_avg_sq, runs, args);
+  }
+}
+
 void ZeroEngine::write_back_parameters() {
   NoGradGuard no_grad;
   std::vector<comm::WorkPtr> gathers;
@@ -531,7 +560,7 @@ void ZeroEngine::write_back_parameters() {
     if (U->empty) continue;
     if (config_.stage == 3) free_gathered(U->layout.unit);  // a gathered copy would now be stale
     if (!U->master_aliases_compute && !U->compute_current) {
-      if (config_.offload_optimizer && !config_.offload_params) {
+      if (U->offloaded && !config_.offload_params) {
         write_master_to_device(U->master, U->compute_shard, host_buffers_, counters_.offload);
       } else {
         copy_(U->compute_shard, U->master);  // same memory kind (or offload_params alone)
@@ -587,9 +616,9 @@ ModelStateBytes ZeroEngine::model_state_bytes() const {
     if (U->empty) continue;
     const UnitLayout& L = U->layout;
     (config_.offload_params ? b.host_parameters : b.parameters) += (config_.stage == 3 ? L.shard : L.padded) * cs;
-    if (config_.stage <= 1 || !config_.offload_optimizer) b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;
-    if (config_.offload_optimizer) b.host_gradients += L.shard * 4;
-    (config_.offload_optimizer ? b.host_optimizer : b.optimizer) += L.shard * 4 * (U->master_aliases_compute ? 2 : 3);
+    if (config_.stage <= 1 || !U->offloaded) b.gradients += (config_.stage >= 2 ? L.shard : L.padded) * cs;
+    if (U->offloaded) b.host_gradients += L.shard * 4;
+    (U->offloaded ? b.host_optimizer : b.optimizer) += L.shard * 4 * (U->master_aliases_compute ? 2 : 3);
   }
   return b;
 }

@@ -20,7 +20,8 @@
 // them is offloaded and the other is not (then 4 + 4 + 12).
 //
 // Offload (parallel/zero/offload.h): offload_optimizer keeps masters, moments and an f32 gradient
-// shard in host memory and runs AdamW there (Note [Optimizer offload]); offload_params keeps a
+// shard in host memory and runs AdamW there (Note [Optimizer offload]), for all units or for a
+// fraction of them (Note [Partial optimizer offload]); offload_params keeps a
 // stage-3 unit's compute shard in host memory until it is gathered (Note [Parameter offload]).
 //
 // Note [Grad-ready order]: units become ready in the same order on every rank (the same graph is
@@ -47,6 +48,8 @@ struct ZeroConfig {
   int max_reductions_in_flight = 2;   // stages 2-3: bounds the full gradients alive at once
   bool prefetch = true;               // stage 3: gather the next unit while this one computes
   bool offload_optimizer = false;     // masters, moments and the gradient shard in host memory, AdamW on the CPU
+  double offload_optimizer_fraction = 1.0;  // with offload_optimizer: the share of units offloaded, in (0, 1]
+                                            // (Note [Partial optimizer offload] in flat_layout.h)
   bool offload_params = false;        // stage 3: the compute shard in host memory until gathered
 };
 
@@ -112,6 +115,8 @@ class ZeroEngine final : public ParameterSource {
   int dp_size() const { return dp_.size(); }
   // Which slice of each unit this rank's optimizer state covers (0 under stage 0: all of it).
   int shard_rank() const { return config_.stage == 0 ? 0 : dp_.rank(); }
+  // Whether unit u's optimizer state lives in host memory (Note [Partial optimizer offload]).
+  bool unit_offloaded(int unit) const;
   const std::vector<UnitLayout>& layouts() const { return layouts_; }
   int64_t step_count() const { return step_; }
 
@@ -139,6 +144,7 @@ class ZeroEngine final : public ParameterSource {
   Tensor full_grad(int unit);  // allocates the unit's full gradient on first use (stages 2-3)
   void take_reduced_gradient(int unit, const Tensor& reduced);  // into the (host or device) shard
   Tensor& step_gradient(Unit& unit);  // the shard gradient the optimizer reads
+  void update_unit(Unit& unit, double lr, double grad_scale);  // AdamW on the unit's shard
   void write_back_parameters();
   // Offloaded AdamW of one unit with its compute-dtype copy written in the same pass (Note
   // [Offloaded step] in zero_engine.cpp).

@@ -61,6 +61,7 @@ struct Saver {
   std::string name;
   int stage = 3;
   bool offload_optimizer = false, offload_params = false;
+  double offload_fraction = 1.0;  // Note [Partial optimizer offload]
   CheckpointPolicy policy;
   bool selective = false;
 };
@@ -95,6 +96,7 @@ class MemorySavers : public ::testing::Test {
     zc.compute_dtype = compute();
     zc.bucket_mb = 0.01;  // several buckets under stage 0
     zc.offload_optimizer = s.offload_optimizer;
+    zc.offload_optimizer_fraction = s.offload_fraction;
     zc.offload_params = s.offload_params;
     zero::ZeroEngine engine(model.parameters(), model.num_units(), world(), adamw_config(), zc);
     Allocator& alloc = allocator_for(device);
@@ -172,12 +174,13 @@ Saver checkpointing(std::string name, int stage, Recompute mode, int k, bool sel
   return s;
 }
 
-Saver offload(std::string name, int stage, bool optimizer, bool params) {
+Saver offload(std::string name, int stage, bool optimizer, bool params, double fraction = 1.0) {
   Saver s;
   s.name = std::move(name);
   s.stage = stage;
   s.offload_optimizer = optimizer;
   s.offload_params = params;
+  s.offload_fraction = fraction;
   return s;
 }
 
@@ -235,6 +238,9 @@ TEST_F(MemorySavers, OffloadGivesTheSameParameters) {
       offload("stage 0, optimizer offload", 0, true, false), offload("stage 1, optimizer offload", 1, true, false),
       offload("stage 2, optimizer offload", 2, true, false), offload("stage 3, optimizer offload", 3, true, false),
       offload("stage 3, parameter offload", 3, false, true), offload("stage 3, both offloads", 3, true, true),
+      offload("stage 2, half the optimizer offloaded", 2, true, false, 0.5),
+      offload("stage 1, a third of the optimizer offloaded", 1, true, false, 0.34),
+      offload("stage 3, half the optimizer and the parameters offloaded", 3, true, true, 0.5),
   };
   // On the CPU the arithmetic is the same, and so must be every bit. On a GPU (bf16) the offloaded
   // run accumulates micro-batches in f32 and runs AdamW on the host, the plain one accumulates in
@@ -248,8 +254,18 @@ TEST_F(MemorySavers, OffloadGivesTheSameParameters) {
     // micro-batch under stages 2-3, once per step under 0-1); the masters come back once per step,
     // unless they are the host parameter shards themselves (f32, both offloads); parameter fetches
     // are checked below.
-    int64_t elements = 0;
-    for (int64_t n : unit_elements(device, world().size(), s.stage)) elements += n;
+    // Only offloaded units cross (Note [Partial optimizer offload]; unit_elements' shards are in the
+    // same order as the units' full sizes the rule reads, and the rule keeps it).
+    const std::vector<int64_t> shards = unit_elements(device, world().size(), s.stage);
+    const std::vector<bool> crossing =
+        zero::offloaded_units(unit_elements(device, 1, 0), s.offload_optimizer ? s.offload_fraction : 1.0);
+    int64_t elements = 0, offloaded_units = 0;
+    for (size_t u = 0; u < shards.size(); ++u)
+      if (crossing[u]) elements += shards[u], ++offloaded_units;
+    if (s.offload_fraction < 1.0) {  // a partial offload keeps some units, and moves some
+      EXPECT_GT(offloaded_units, 0);
+      EXPECT_LT(offloaded_units, static_cast<int64_t>(shards.size()));
+    }
     const int64_t reductions = s.stage >= 2 ? kSteps * kAccum : kSteps;
     EXPECT_EQ(got.counters.offload.device_to_host_bytes,
               s.offload_optimizer ? reductions * elements * compute_bytes() : 0);
@@ -287,10 +303,13 @@ TEST_F(MemorySavers, ModelStateBytesMatchTheAllocatorsAndTheEstimator) {
   const int dp = world().size();
   for (DType dtype : {DType::f32, DType::bf16}) {
     for (int stage = 0; stage <= 3; ++stage) {
-      for (int mode = 0; mode < 4; ++mode) {
-        const bool opt = mode & 1, params = mode & 2;
+      for (int mode = 0; mode < 6; ++mode) {
+        // Modes 4 and 5: half the optimizer offloaded (Note [Partial optimizer offload]).
+        const bool opt = (mode & 1) || mode >= 4, params = mode & 2 || mode == 5;
+        const double fraction = mode >= 4 ? 0.5 : 1.0;
         if (params && stage != 3) continue;
-        SCOPED_TRACE(fmt::format("{} stage {} offload optimizer {} params {}", dtype_name(dtype), stage, opt, params));
+        SCOPED_TRACE(fmt::format("{} stage {} offload optimizer {} (fraction {}) params {}", dtype_name(dtype), stage,
+                                 opt, fraction, params));
         Allocator& dev = allocator_for(device);
         Allocator& host = allocator_for(Device::cpu());
         const MemoryStats dev0 = dev.stats(), host0 = host.stats();
@@ -299,6 +318,7 @@ TEST_F(MemorySavers, ModelStateBytesMatchTheAllocatorsAndTheEstimator) {
         zc.stage = stage;
         zc.compute_dtype = dtype;
         zc.offload_optimizer = opt;
+        zc.offload_optimizer_fraction = fraction;
         zc.offload_params = params;
         zero::ZeroEngine engine(model->parameters(), model->num_units(), world(), adamw_config(), zc);
         const MemoryStats dev1 = dev.stats(), host1 = host.stats();
@@ -318,9 +338,11 @@ TEST_F(MemorySavers, ModelStateBytesMatchTheAllocatorsAndTheEstimator) {
           EXPECT_EQ(delta(host1, host0, MemoryCategory::gradients), b.host_gradients);
           EXPECT_EQ(delta(host1, host0, MemoryCategory::optimizer), b.host_optimizer);
         }
-        // Offload moves states, and only the ones it names.
-        EXPECT_EQ(b.optimizer == 0, opt);
-        EXPECT_EQ(b.gradients == 0, opt && stage >= 2);
+        // Offload moves states, and only the ones it names; a partial one keeps some on the device.
+        const bool whole_optimizer = opt && fraction == 1.0;
+        EXPECT_EQ(b.optimizer == 0, whole_optimizer);
+        EXPECT_EQ(b.gradients == 0, whole_optimizer && stage >= 2);
+        EXPECT_EQ(b.host_optimizer > 0, opt);
         EXPECT_EQ(b.parameters == 0, params);
         EXPECT_EQ(b.host_total() == 0, !opt && !params);
 
@@ -330,6 +352,7 @@ TEST_F(MemorySavers, ModelStateBytesMatchTheAllocatorsAndTheEstimator) {
         in.dp = dp;
         in.zero_stage = stage;
         in.offload_optimizer = opt;
+        in.offload_optimizer_fraction = fraction;
         in.offload_params = params;
         in.precision = dtype == DType::f32 ? Precision::f32 : Precision::bf16;
         in.seq_len = kT;

@@ -39,6 +39,7 @@ struct RunSpec {
   int micro_batch = 2;
   int dp = 1;
   double dropout = 0.0;
+  double offload = 0.0;        // parallel.offload_optimizer_fraction; 0: no optimizer offload
   std::string dir;             // checkpoint.dir
   std::string resume = "none";
   std::string metrics;         // logging.metrics_jsonl
@@ -54,13 +55,17 @@ precision {{ dtype: {dtype} }}
 data {{ train: "embedded:" val: "embedded:" val_every: 2 val_steps: 2 tokenizer: "byte" }}
 checkpoint {{ dir: "{dir}" every: {half} keep_last: 0 resume: "{resume}" }}
 logging {{ every: 1 metrics_jsonl: "{metrics}" sample_every: 0 }}
-parallel {{ dp: {dp} zero_stage: {stage} bucket_mb: 0.01 }}
+parallel {{ dp: {dp} zero_stage: {stage} bucket_mb: 0.01 {offload} }}
 )",
                                        fmt::arg("dropout", s.dropout), fmt::arg("steps", kSteps),
                                        fmt::arg("mb", s.micro_batch), fmt::arg("accum", s.accum),
                                        fmt::arg("dtype", s.dtype), fmt::arg("dir", s.dir), fmt::arg("half", kHalf),
                                        fmt::arg("resume", s.resume), fmt::arg("metrics", s.metrics),
-                                       fmt::arg("dp", s.dp), fmt::arg("stage", s.zero_stage));
+                                       fmt::arg("dp", s.dp), fmt::arg("stage", s.zero_stage),
+                                       fmt::arg("offload", s.offload > 0 ? fmt::format("offload_optimizer: true "
+                                                                                       "offload_optimizer_fraction: {}",
+                                                                                       s.offload)
+                                                                         : std::string()));
   TrainConfig cfg = parse_config_text(text, "<test_resume>");
   resolve_config(cfg);
   validate_config(cfg);
@@ -143,6 +148,7 @@ struct Case {
   int stage;
   int accum;
   double dropout;
+  double offload = 0.0;  // RunSpec::offload
 };
 
 class ResumeCase : public Resume, public ::testing::WithParamInterface<Case> {};
@@ -154,6 +160,7 @@ TEST_P(ResumeCase, StraightAndResumedRunsAreBitIdentical) {
   straight.zero_stage = c.stage;
   straight.accum = c.accum;
   straight.dropout = c.dropout;
+  straight.offload = c.offload;
   straight.dp = world->size();
   straight.dir = path("straight");
   straight.metrics = path("straight.jsonl");
@@ -192,10 +199,14 @@ TEST_P(ResumeCase, StraightAndResumedRunsAreBitIdentical) {
 
 INSTANTIATE_TEST_SUITE_P(Configs, ResumeCase,
                          ::testing::Values(Case{"f32", 0, 1, 0.1}, Case{"f32", 2, 2, 0.0}, Case{"bf16", 0, 2, 0.1},
-                                           Case{"bf16", 2, 1, 0.0}, Case{"f32", 1, 2, 0.1}, Case{"bf16", 3, 2, 0.1}),
+                                           Case{"bf16", 2, 1, 0.0}, Case{"f32", 1, 2, 0.1}, Case{"bf16", 3, 2, 0.1},
+                                           Case{"bf16", 2, 2, 0.0, 0.5}, Case{"f32", 3, 1, 0.0, 1.0}),
                          [](const auto& info) {
-                           return fmt::format("{}_zero{}_accum{}{}", info.param.dtype, info.param.stage,
-                                              info.param.accum, info.param.dropout > 0 ? "_dropout" : "");
+                           return fmt::format("{}_zero{}_accum{}{}{}", info.param.dtype, info.param.stage,
+                                              info.param.accum, info.param.dropout > 0 ? "_dropout" : "",
+                                              info.param.offload > 0
+                                                  ? fmt::format("_offload{}", static_cast<int>(info.param.offload * 100))
+                                                  : "");
                          });
 
 // The f32 masters and moments of every unit, concatenated over a checkpoint's shard files and cut

@@ -230,6 +230,11 @@ TEST(Config, ValidationReportsEachRangeWithItsPath) {
       {{"parallel.offload_params=true", "parallel.zero_stage=2"},
        "parallel.offload_params needs parallel.zero_stage 3 (only ZeRO-3 keeps a parameter shard to offload); zero_stage is 2"},
       {{"parallel.offload_optimizer=true"}, "parallel.offload_optimizer needs parallel.zero_stage >= 1"},
+      {{"parallel.offload_optimizer_fraction=0.5"},
+       "parallel.offload_optimizer_fraction (0.5) applies only with parallel.offload_optimizer: true"},
+      {{"parallel.zero_stage=2", "parallel.offload_optimizer=true", "parallel.offload_optimizer_fraction=0"},
+       "parallel.offload_optimizer_fraction must be in (0, 1] (the share of units whose optimizer states go to the "
+       "host; 1 offloads all), got 0"},
       {{"parallel.checkpoint_every_k_blocks=2"},
        "parallel.checkpoint_every_k_blocks (2) applies only to activation_checkpointing: full (it is none)"},
       {{"parallel.activation_checkpointing=full", "parallel.checkpoint_num_blocks=-1"},

@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "launch/config.h"
 #include "launch/estimate.h"
+#include "parallel/zero/flat_layout.h"
+#include "unit/gradcheck.h"
 
 namespace zt {
 namespace {
@@ -125,6 +127,35 @@ TEST(Estimate, OffloadMovesStatesToTheHost) {
   EXPECT_EQ(e.worst().parameters, 0);
   EXPECT_EQ(e.worst().host, 18 * shard);
   EXPECT_EQ(e.host_per_node, 4 * 18 * shard);
+}
+
+// Note [Partial optimizer offload]: the rule by hand, and the estimate it gives for GPT-2 124M.
+TEST(Estimate, PartialOptimizerOffloadTakesTheLastUnitsFirst) {
+  // Units 10, 1, 4, 4, 1: a half (10 elements) takes the last three (1 + 4 + 4 = 9; the next one,
+  // 1, still fits at 10) and leaves the first; 0.2 (4 elements) takes the last 1 and the 4 before
+  // it (half of it fits under the target), and no more.
+  using zero::offloaded_units;
+  EXPECT_EQ(offloaded_units({10, 1, 4, 4, 1}, 0.5), (std::vector<bool>{false, true, true, true, true}));
+  EXPECT_EQ(offloaded_units({10, 1, 4, 4, 1}, 0.2), (std::vector<bool>{false, false, false, true, true}));
+  EXPECT_EQ(offloaded_units({10, 1, 4, 4, 1}, 1.0), (std::vector<bool>{true, true, true, true, true}));
+  EXPECT_EQ(offloaded_units({10, 1, 4, 4, 1}, 0.01), (std::vector<bool>{false, false, false, false, false}));
+  // Empty units (another pipeline stage's) are never offloaded, even at 1.
+  EXPECT_EQ(offloaded_units({0, 3, 0}, 1.0), (std::vector<bool>{false, true, false}));
+  EXPECT_ZT_ERROR(offloaded_units({1}, 0.0), "[offloaded_units]", "fraction must be in (0, 1]");
+  EXPECT_ZT_ERROR(offloaded_units({1}, 1.5), "[offloaded_units]", "got 1.5");
+
+  // GPT-2 124M, one rank, ZeRO-2, half offloaded: the final norm and the last 9 blocks go (63.8M
+  // of 124.5M; a tenth block would pass the 62.2M target by more than half a block), so the
+  // embeddings and 3 blocks stay.
+  MemoryEstimateInput in = gpt2_124m(1, 2);
+  in.offload_optimizer = true;
+  in.offload_optimizer_fraction = 0.5;
+  const int64_t host_units = kFinalNorm + 9 * kBlock, device_units = kParams124M - host_units;
+  const StageMemory m = estimate_memory(in).worst();
+  EXPECT_EQ(m.optimizer_states, 12 * device_units);
+  EXPECT_EQ(m.gradients, 2 * device_units);
+  EXPECT_EQ(m.host, 16 * host_units);
+  EXPECT_EQ(m.parameters, 2 * kParams124M);
 }
 
 TEST(Estimate, TensorAndPipelineParallelSlices) {
