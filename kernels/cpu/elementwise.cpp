@@ -160,8 +160,22 @@ Tensor CpuBackend::unary_backward(UnaryOp op, const Tensor& grad_out, const Tens
 void CpuBackend::axpy(Tensor& dst, const Tensor& src, double alpha) const {
   check_contiguous_cpu("axpy", dst);
   check_contiguous_cpu("axpy", src);
-  ZT_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), "axpy", "dst ", dst.describe(), " and src ",
-           src.describe(), " must match");
+  ZT_CHECK(dst.shape() == src.shape(), "axpy", "dst ", dst.describe(), " and src ", src.describe(), " must match");
+  if (dst.dtype() != src.dtype()) {
+    // A lower-precision src widened on the fly (16-bit gradients added into f32 host buffers):
+    // one pass, no widened copy.
+    ZT_CHECK(dst.dtype() == DType::f32 && is_half(src.dtype()), "axpy", "mixed dtypes need an f32 dst and a bf16/f16 "
+             "src, got dst ", dst.describe(), ", src ", src.describe());
+    dispatch_float(src.dtype(), "axpy", [&]<typename S>() {
+      float* pd = dst.data<float>();
+      const S* ps = static_cast<const S*>(src.raw_data());
+      const float a = static_cast<float>(alpha);
+      const int64_t n = dst.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelThreshold)
+      for (int64_t i = 0; i < n; ++i) pd[i] += a * static_cast<float>(to_compute(ps[i]));
+    });
+    return;
+  }
   dispatch_float(dst.dtype(), "axpy", [&]<typename T>() {
     using C = typename ComputeType<T>::type;
     T* pd = static_cast<T*>(dst.raw_data());

@@ -96,7 +96,6 @@ class GradientLanding {
   };
   void absorb_front(OffloadTraffic& traffic);
   std::array<HostStaging, kSlots> slots_;
-  HostStaging widened_;  // 16-bit gradients widened to f32 before they are added
   int next_slot_ = 0;
   std::deque<Pending> pending_;
 };

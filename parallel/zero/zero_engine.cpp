@@ -118,8 +118,18 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
     offloaded = offloaded_units(unit_elements, config_.offload_optimizer_fraction);
   }
 
+  // Offloaded units are laid out first: each unit's original parameters are freed as its flat
+  // buffer takes their place, so the device's peak during construction is the steady state (flat
+  // parameters and the device units' states), not that plus the offloaded units' originals (f32,
+  // twice their compute size) still waiting.
+  std::vector<int> order;
+  for (int pass = 0; pass < 2; ++pass)
+    for (int u = 0; u < num_units; ++u)
+      if (offloaded[static_cast<size_t>(u)] == (pass == 0)) order.push_back(u);
+  units_.resize(static_cast<size_t>(num_units));
+
   NoGradGuard no_grad;
-  for (int u = 0; u < num_units; ++u) {
+  for (int u : order) {
     std::vector<int64_t> sizes;
     for (int i : members[static_cast<size_t>(u)]) sizes.push_back(params_[static_cast<size_t>(i)].tensor.numel());
     auto unit = std::make_unique<Unit>();
@@ -127,7 +137,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       unit->empty = true;
       unit->grads_done = true;
       unit->layout.unit = u;
-      units_.push_back(std::move(unit));
+      units_[static_cast<size_t>(u)] = std::move(unit);
       continue;
     }
     unit->layout = make_unit_layout(u, members[static_cast<size_t>(u)], sizes, dp_size);
@@ -188,7 +198,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
       unit->full = Tensor();  // only the storage is kept; views are made on use
       unit->full_storage->release_memory();
     }
-    units_.push_back(std::move(unit));
+    units_[static_cast<size_t>(u)] = std::move(unit);
   }
   // Gradient buffers: stage 0 groups units into all-reduce buckets in backward order (last unit
   // first); stage 1 keeps one full buffer per unit.

@@ -193,6 +193,41 @@ TEST(Elementwise, InPlace) {
 
 // ---- gradients ---------------------------------------------------------------------------------
 
+// add_ of a 16-bit tensor into an f32 one widens on the fly on the CPU (Backend::axpy), and large
+// contiguous casts and copies run in parallel pieces: all must equal the per-element reference,
+// bit for bit, including the ragged tail of the last piece.
+TEST(Elementwise, WideningAddAndLargeCastsMatchPerElement) {
+  const int64_t n = 3 * (1 << 20) + 17;  // several 4 MiB copy pieces and OpenMP chunks
+  for (DType half : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(half));
+    const Tensor src = to(randn({n}, 5), half);
+    Tensor acc = randn({n}, 6);
+    const std::vector<float> before = acc.to_vector<float>();
+    add_(acc, src, 0.5);
+    const Tensor wide = to(src, DType::f32);  // the cast path
+    const std::vector<float> got = acc.to_vector<float>(), w = wide.to_vector<float>();
+    const std::vector<float> copy = clone(acc).to_vector<float>();  // the parallel byte copy
+    // The reference widening, element by element from the raw 16-bit values.
+    std::vector<float> ref(static_cast<size_t>(n));
+    if (half == DType::bf16) {
+      const std::vector<bf16> h = src.to_vector<bf16>();
+      for (size_t k = 0; k < ref.size(); ++k) ref[k] = bf16_to_float(h[k]);
+    } else {
+      const std::vector<f16> h = src.to_vector<f16>();
+      for (size_t k = 0; k < ref.size(); ++k) ref[k] = f16_to_float(h[k]);
+    }
+    int64_t bad = 0, bad_cast = 0, bad_copy = 0;
+    for (size_t k = 0; k < ref.size(); ++k) {
+      bad_cast += w[k] != ref[k];
+      bad += got[k] != before[k] + 0.5f * ref[k];
+      bad_copy += copy[k] != got[k];
+    }
+    EXPECT_EQ(bad, 0);
+    EXPECT_EQ(bad_cast, 0);
+    EXPECT_EQ(bad_copy, 0);
+  }
+}
+
 TEST(ElementwiseGrad, BinaryWithBroadcasting) {
   Tensor a = random_noncontiguous_f64({3, 4}, 1).set_requires_grad(true);
   Tensor b = random_f64({4}, 2).set_requires_grad(true);
