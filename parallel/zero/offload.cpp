@@ -117,6 +117,39 @@ void GradientLanding::absorb_all(OffloadTraffic& traffic) {
   while (!pending_.empty()) absorb_front(traffic);
 }
 
+ParameterReturn::~ParameterReturn() { wait_all(); }
+
+void ParameterReturn::pin() {
+  wait_all();
+  for (HostStaging& slot : slots_) slot.pin();
+}
+
+Tensor ParameterReturn::slot(int64_t n, DType dtype) {
+  fences_[static_cast<size_t>(next_)].wait();  // its last upload has read it (a new buffer may replace it)
+  fences_[static_cast<size_t>(next_)] = {};
+  return slots_[static_cast<size_t>(next_)].get(n, dtype);
+}
+
+void ParameterReturn::send(const Tensor& host, const Tensor& device_dst, OffloadTraffic& traffic) {
+  ZT_CHECK(host.device().is_cpu() && host.dtype() == device_dst.dtype() && host.numel() == device_dst.numel() &&
+               device_dst.is_contiguous(),
+           "zero.offload", "parameter slot ", host.describe(), " does not fit ", device_dst.describe());
+  const auto start = Clock::now();
+  if (device_dst.device().is_cuda()) {
+    fences_[static_cast<size_t>(next_)] =
+        cuda::upload_async(device_dst.raw_data(), device_dst.device().index, host.raw_data(), host.nbytes());
+  } else {
+    copy_bytes_of(host, device_dst);
+  }
+  traffic.copy_seconds += seconds_since(start);
+  traffic.host_to_device_bytes += static_cast<int64_t>(host.nbytes());
+  next_ = (next_ + 1) % kSlots;
+}
+
+void ParameterReturn::wait_all() const {
+  for (const cuda::StreamFence& f : fences_) f.wait();
+}
+
 void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,
                             OffloadTraffic& traffic) {
   ZT_CHECK(master.device().is_cpu() && master.dtype() == DType::f32 && master.numel() == compute.numel(),

@@ -20,8 +20,9 @@
 //
 // Every byte that crosses goes through page-locked buffers on GPU runs (HostStaging::pin). The
 // gradients' trip is asynchronous (Note [Gradient landing]: queued on the device's current stream,
-// so ordered after the reduce-scatter, widened on the host one unit later). Still synchronous: the
-// masters' trip back after the step, and under parameter offload the fetch of a unit's shard, which
+// so ordered after the reduce-scatter, widened on the host one unit later), and so is the updated
+// parameters' trip back after the step (Note [Parameter return]). Still synchronous: under
+// parameter offload the fetch of a unit's shard, which
 // would go on a host-to-device stream one unit ahead (with the prefetch), the all-gather waiting on
 // its event instead of the host.
 #pragma once
@@ -100,9 +101,36 @@ class GradientLanding {
   std::deque<Pending> pending_;
 };
 
+// Note [Parameter return]: the offloaded step's updated parameters (rounded to the compute dtype
+// on the host, Note [Offloaded step]) go back to the device through kSlots page-locked slots:
+// slot() hands out the next slot once its previous upload has run, send() queues the upload
+// (cuda::upload_async on the device's current stream; a memcpy on the CPU) and returns at once. So
+// the host rounds and steps the next unit while this one crosses, and the next forward, queued
+// behind the uploads on the same stream (collectives wait on it too), needs no host wait.
+class ParameterReturn {
+ public:
+  static constexpr int kSlots = 2;
+  ParameterReturn() = default;
+  ParameterReturn(const ParameterReturn&) = delete;
+  ParameterReturn& operator=(const ParameterReturn&) = delete;
+  ~ParameterReturn();  // waits for uploads still reading the slots
+  void pin();  // page-locked slots from now on (GPU runs)
+  // The next slot as n elements of `dtype`, valid until the next slot() call after send().
+  Tensor slot(int64_t n, DType dtype);
+  // Queues host (the tensor the last slot() returned, filled) -> device_dst, same dtype and size.
+  void send(const Tensor& host, const Tensor& device_dst, OffloadTraffic& traffic);
+  void wait_all() const;
+
+ private:
+  std::array<HostStaging, kSlots> slots_;
+  std::array<cuda::StreamFence, kSlots> fences_;
+  int next_ = 0;
+};
+
 struct HostBuffers {
-  GradientLanding gradients;  // Note [Gradient landing]
-  HostStaging landing;        // masters rounded for the trip back (compute dtype); pinned on GPU runs
+  GradientLanding gradients;   // Note [Gradient landing]
+  ParameterReturn parameters;  // Note [Parameter return]
+  HostStaging landing;         // masters rounded for the trip back outside the step (compute dtype); pinned on GPU runs
 };
 
 // compute (compute dtype, on the device) = master (f32, host), cast on the host.

@@ -92,6 +92,7 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
   if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) {
     host_buffers_.landing.pin();
     host_buffers_.gradients.pin();
+    host_buffers_.parameters.pin();
   }
 
   unit_of_param_.assign(params_.size(), -1);
@@ -593,7 +594,7 @@ void ZeroEngine::update_offloaded_unit(Unit& U, const Tensor& g, const std::vect
     be.adamw_step_runs(U.master, g, U.exp_avg, U.exp_avg_sq, runs, args, &U.compute_shard);
   } else {
     const int64_t n = U.master.numel();
-    Tensor rounded = host_buffers_.landing.get(n, U.compute_shard.dtype());
+    Tensor rounded = host_buffers_.parameters.slot(n, U.compute_shard.dtype());  // Note [Parameter return]
     be.adamw_step_runs(U.master, g, U.exp_avg, U.exp_avg_sq, runs, args, &rounded);
     int64_t covered = 0;  // runs are in order: fill the gaps between and after them
     auto fill_gap = [&](int64_t end) {
@@ -606,7 +607,7 @@ void ZeroEngine::update_offloaded_unit(Unit& U, const Tensor& g, const std::vect
       covered = std::max(covered, r.begin + r.n);
     }
     fill_gap(n);
-    copy_to_device(rounded, U.compute_shard, counters_.offload);
+    host_buffers_.parameters.send(rounded, U.compute_shard, counters_.offload);
   }
   U.compute_current = true;
 }

@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "core/cuda_support.h"
 #include "core/ops.h"
 #include "parallel/zero/offload.h"
 
@@ -51,6 +52,36 @@ TEST(GradientLanding, RefusesAHostGradientOfAnotherSize) {
   OffloadTraffic traffic;
   Tensor host = zeros({4}, DType::f32, Device::cpu());
   EXPECT_THROW(landing.land(zeros({5}, DType::bf16, Device::cpu()), host, true, traffic), Error);
+}
+
+// ParameterReturn (Note [Parameter return]): parameters sent through the slots arrive whole, on
+// the CPU and (where a GPU is present) on the device, with more sends than slots and growing sizes
+// (a slot reallocated only once its last upload ran), and the bytes are counted.
+TEST(ParameterReturn, SendsArriveWholeThroughReusedSlots) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda::device_count() > 0) devices.push_back(Device::cuda(0));
+  for (const Device& device : devices) {
+    SCOPED_TRACE(device.str());
+    ParameterReturn ret;
+    if (device.is_cuda()) ret.pin();
+    OffloadTraffic traffic;
+    std::vector<Tensor> dst, want;
+    int64_t bytes = 0;
+    for (int u = 0; u < 5; ++u) {
+      const int64_t n = 1000 * (u + 1);
+      Tensor slot = ret.slot(n, DType::bf16);
+      const Tensor values = randn({n}, 100 + static_cast<uint64_t>(u), 0, DType::bf16);
+      copy_(slot, values);
+      dst.push_back(zeros({n}, DType::bf16, device));
+      ret.send(slot, dst.back(), traffic);
+      want.push_back(values);
+      bytes += n * 2;
+    }
+    ret.wait_all();
+    for (size_t u = 0; u < dst.size(); ++u) EXPECT_EQ(values(dst[u]), values(want[u])) << "unit " << u;
+    EXPECT_EQ(traffic.host_to_device_bytes, bytes);
+    EXPECT_THROW(ret.send(ret.slot(4, DType::bf16), zeros({5}, DType::bf16, device), traffic), Error);
+  }
 }
 
 }  // namespace
