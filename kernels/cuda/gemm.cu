@@ -2,6 +2,8 @@
 #include "kernels/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
@@ -12,6 +14,12 @@ namespace zt::cuda {
 GemmState::GemmState(int dev) : device(dev) {
   DeviceGuard guard(dev);
   ZT_CUBLAS_CHECK(cublasLtCreate(&handle));
+  // Note [GEMM autotuning]: opt-in, like the non-deterministic attention backward.
+  const char* env = std::getenv("ZT_GEMM_AUTOTUNE");
+  ZT_CHECK(env == nullptr || env[0] == '\0' || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0, "gemm",
+           "ZT_GEMM_AUTOTUNE='", env, "' is not one of 0 (default: cuBLASLt's first heuristic choice) or 1 (time "
+           "the candidates once per problem)");
+  autotune = env != nullptr && std::strcmp(env, "1") == 0;
 }
 
 GemmState::~GemmState() {
@@ -137,6 +145,42 @@ void set_epilogue(MatmulDesc& desc, const GemmArgs& args) {
   }
 }
 
+// Note [GEMM autotuning]: with ZT_GEMM_AUTOTUNE=1, the first call of a problem times up to
+// kCandidates of the heuristic's algorithms on the call's own operands (a warm-up, then 3 calls
+// between events) and keeps the fastest for the process, as XLA and TransformerEngine do. Off by
+// default: the choice then depends on timings, so two processes may pick different algorithms and
+// round differently, and zerotrain's default is that two runs give the same bits. Only problems that
+// overwrite their output are tuned (beta = 0): the timed calls write it, and the real call then
+// writes it again; accumulating products keep the first choice.
+constexpr int kCandidates = 8;
+
+cublasLtMatmulAlgo_t fastest_algorithm(GemmState& state, const MatmulDesc& desc, const MatrixLayout& first,
+                                       const MatrixLayout& second, const MatrixLayout& out_layout,
+                                       const cublasLtMatmulHeuristicResult_t* results, int count, const void* alpha,
+                                       const void* beta, const void* b, const void* a, void* out, void* workspace,
+                                       cudaStream_t stream) {
+  Event start(state.device, true), stop(state.device, true);
+  int best = -1;
+  float best_ms = 0;
+  for (int i = 0; i < count; ++i) {
+    const cublasLtMatmulAlgo_t* algo = &results[i].algo;
+    cublasStatus_t status = cublasLtMatmul(state.handle, desc.desc, alpha, b, first.layout, a, second.layout, beta,
+                                           out, out_layout.layout, out, out_layout.layout, algo, workspace,
+                                           GemmState::kWorkspaceBytes, stream);
+    if (status != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
+    start.record(stream);
+    for (int r = 0; r < 3; ++r)
+      ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, first.layout, a, second.layout, beta, out,
+                                     out_layout.layout, out, out_layout.layout, algo, workspace,
+                                     GemmState::kWorkspaceBytes, stream));
+    stop.record(stream);
+    stop.synchronize();
+    const float ms = stop.elapsed_ms_since(start);
+    if (best < 0 || ms < best_ms) best = i, best_ms = ms;
+  }
+  return results[std::max(best, 0)].algo;  // none ran: the heuristic's first, whose call reports why
+}
+
 }  // namespace
 
 bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int device, cudaStream_t stream,
@@ -189,6 +233,10 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
   GemmState& state = DeviceContext::get(device).gemm_state();
   std::lock_guard<std::mutex> lock(state.mutex);
   void* workspace = state.workspace(stream);
+  const double alpha64 = args.alpha, beta64 = args.beta;
+  const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
+  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
+  const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
   auto found = state.algorithms.find(key);
   if (found == state.algorithms.end()) {
     Preference pref;
@@ -197,11 +245,12 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(key.align_a));
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(key.align_c));
     pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(key.align_c));
-    cublasLtMatmulHeuristicResult_t result{};
+    const bool tune = state.autotune && args.beta == 0.0;
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int returned = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(state.handle, desc.desc, layout_first.layout, layout_second.layout,
-                                       layout_out.layout, layout_out.layout, pref.pref, 1, &result, &returned);
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        state.handle, desc.desc, layout_first.layout, layout_second.layout, layout_out.layout, layout_out.layout,
+        pref.pref, tune ? kCandidates : 1, results, &returned);
     if (status != CUBLAS_STATUS_NOT_SUPPORTED) ZT_CUBLAS_CHECK(status);
     if (status == CUBLAS_STATUS_NOT_SUPPORTED) returned = 0;
     if (returned == 0 && may_decline) {
@@ -212,17 +261,18 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
              " k=", k, " batch=", args.batch, " transpose_a=", args.transpose_a, " transpose_b=", args.transpose_b,
              " epilogue=", epilogue_name(args.epilogue), " (alignments ", key.align_a, "/", key.align_b, "/",
              key.align_c, " bytes)");
-    found = state.algorithms.emplace(key, result.algo).first;
+    found = state.algorithms
+                .emplace(key, returned > 1 ? fastest_algorithm(state, desc, layout_first, layout_second, layout_out,
+                                                               results, returned, alpha, beta, b, a, out,
+                                                               workspace, stream)
+                                           : results[0].algo)
+                .first;
   }
   if (!found->second) {
     ZT_CHECK(may_decline, "gemm", "cuBLASLt has no algorithm for epilogue ", epilogue_name(args.epilogue), " at m=",
              m, " n=", n, " k=", k);
     return false;
   }
-  const double alpha64 = args.alpha, beta64 = args.beta;
-  const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
-  const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
-  const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
   ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, layout_first.layout, a, layout_second.layout, beta,
                                  out, layout_out.layout, out, layout_out.layout, &*found->second, workspace,
                                  GemmState::kWorkspaceBytes, stream));

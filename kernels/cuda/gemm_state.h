@@ -53,6 +53,7 @@ struct GemmState {
 
   int device;
   cublasLtHandle_t handle = nullptr;
+  bool autotune = false;  // ZT_GEMM_AUTOTUNE=1 (Note [GEMM autotuning] in gemm.cu)
   std::mutex mutex;  // guards the maps below
   std::unordered_map<cudaStream_t, void*> workspaces;
   // nullopt: cuBLASLt has no algorithm (remembered so a declined epilogue is not asked again).
