@@ -2,6 +2,7 @@
 // schedule, estimate). `train` is in cli_train.cpp.
 #include "launch/cli.h"
 
+#include <cmath>
 #include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
@@ -33,6 +34,9 @@ void register_commands(CLI::App& app, Commands& c) {
   c.estimate_cmd->add_option("--preset", c.estimate.preset, "tiny, 124M, 350M, 774M or 1.5B (no config needed)");
   c.estimate_cmd->add_option("--params", c.estimate.params_billion, "a raw parameter count in billions (model states only)");
   c.estimate_cmd->add_option("--ranks-per-node", c.estimate.ranks_per_node, "for host memory per node (default min(8, world))");
+  c.estimate_cmd->add_option("--gpu-memory", c.estimate.gpu_memory_gib,
+                             "GiB per GPU: say whether the run fits, and the smallest "
+                             "parallel.offload_optimizer_fraction that makes it fit");
 
   c.tokenize_cmd = app.add_subcommand("tokenize", "turn text files into llm.c token shards");
   c.tokenize_cmd->add_option("inputs", c.tokenize.inputs, "text files or globs")->required();
@@ -147,7 +151,36 @@ int run_estimate(const EstimateArgs& a) {
     in.dims.reset();
     in.parameter_count = static_cast<int64_t>(a.params_billion * 1e9);
   }
-  std::cout << format_memory_estimate(estimate_memory(in), in);
+  const MemoryEstimate estimate = estimate_memory(in);
+  std::cout << format_memory_estimate(estimate, in);
+  if (a.gpu_memory_gib > 0) {
+    ZT_CHECK(std::isfinite(a.gpu_memory_gib), "estimate", "--gpu-memory must be a finite number of GiB, got ",
+             a.gpu_memory_gib);
+    const int64_t limit = static_cast<int64_t>(a.gpu_memory_gib * 1024.0 * 1024.0 * 1024.0);
+    const int64_t need = estimate.worst().gpu_total();
+    // The estimate counts what zerotrain allocates; measured peaks ran up to ~2 GiB above it (cuBLAS
+    // workspaces, a unit's gradient while it is reduced), so the margin is for the user to leave.
+    std::cout << fmt::format("fits in {:g} GiB per GPU: {} ({} needed{})\n", a.gpu_memory_gib,
+                             need <= limit ? "yes" : "no", format_bytes(need),
+                             need <= limit ? "" : fmt::format(", {} over", format_bytes(need - limit)));
+    if ((need > limit || in.offload_optimizer) && in.zero_stage < 1) {
+      std::cout << "optimizer offload needs parallel.zero_stage >= 1 (the CPU optimizer steps this rank's shard)\n";
+    } else if (need > limit || in.offload_optimizer) {
+      const std::optional<double> f = smallest_offload_fraction(in, limit);
+      if (f) {
+        MemoryEstimateInput with = in;
+        with.offload_optimizer = true;
+        with.offload_optimizer_fraction = *f;
+        const MemoryEstimate e = estimate_memory(with);
+        std::cout << fmt::format("smallest optimizer offload that fits: --set parallel.offload_optimizer=true --set "
+                                 "parallel.offload_optimizer_fraction={:g} ({} per GPU, {} host per rank)\n",
+                                 *f, format_bytes(e.worst().gpu_total()), format_bytes(e.worst().host));
+      } else {
+        std::cout << "even with the whole optimizer offloaded it does not fit: raise parallel.zero_stage, use "
+                     "activation checkpointing, a smaller micro-batch, or more GPUs\n";
+      }
+    }
+  }
   return 0;
 }
 

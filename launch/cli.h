@@ -17,6 +17,7 @@ struct EstimateArgs {
   std::string preset;
   double params_billion = 0;
   int ranks_per_node = 0;
+  double gpu_memory_gib = 0;  // > 0: say whether the run fits, and the offload fraction that makes it fit
 };
 struct TokenizeArgs {
   std::vector<std::string> inputs;

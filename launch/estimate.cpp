@@ -307,6 +307,17 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   return out;
 }
 
+std::optional<double> smallest_offload_fraction(MemoryEstimateInput in, int64_t gpu_bytes) {
+  in.offload_optimizer = true;
+  // The GPU total falls as the fraction grows (each step offloads more units, or the same ones),
+  // so the first fraction that fits is the smallest.
+  for (int percent = 1; percent <= 100; ++percent) {
+    in.offload_optimizer_fraction = percent / 100.0;
+    if (estimate_memory(in).worst().gpu_total() <= gpu_bytes) return in.offload_optimizer_fraction;
+  }
+  return std::nullopt;
+}
+
 std::string format_bytes(int64_t bytes) {
   const double b = static_cast<double>(bytes);
   if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.2f} GiB", b / (1 << 30));

@@ -113,4 +113,10 @@ std::string format_bytes(int64_t bytes);
 // A table for `zerotrain estimate` and run logs.
 std::string format_memory_estimate(const MemoryEstimate& estimate, const MemoryEstimateInput& in);
 
+// The smallest parallel.offload_optimizer_fraction, in steps of 0.01, whose worst stage needs at most
+// gpu_bytes per GPU (Note [Partial optimizer offload]: fewer units offloaded keeps more host memory
+// free and more of AdamW on the GPU); nullopt when even offloading all of it does not fit. `in`'s
+// own offload settings are ignored: offload_optimizer is taken as on.
+std::optional<double> smallest_offload_fraction(MemoryEstimateInput in, int64_t gpu_bytes);
+
 }  // namespace zt

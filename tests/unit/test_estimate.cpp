@@ -158,6 +158,27 @@ TEST(Estimate, PartialOptimizerOffloadTakesTheLastUnitsFirst) {
   EXPECT_EQ(m.parameters, 2 * kParams124M);
 }
 
+TEST(Estimate, SmallestOffloadFractionIsTheFirstThatFits) {
+  MemoryEstimateInput in = gpt2_124m(1, 2);
+  in.micro_batch_size = 4;
+  MemoryEstimateInput half = in;
+  half.offload_optimizer = true;
+  half.offload_optimizer_fraction = 0.5;
+  const int64_t limit = estimate_memory(half).worst().gpu_total();
+  const std::optional<double> f = smallest_offload_fraction(in, limit);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_LE(*f, 0.5);
+  MemoryEstimateInput at = half, below = half;
+  at.offload_optimizer_fraction = *f;
+  below.offload_optimizer_fraction = *f - 0.01;
+  EXPECT_LE(estimate_memory(at).worst().gpu_total(), limit);
+  if (*f > 0.01) {
+    EXPECT_GT(estimate_memory(below).worst().gpu_total(), limit);
+  }
+  // Less than the parameters and activations alone: nothing fits.
+  EXPECT_FALSE(smallest_offload_fraction(in, estimate_memory(in).worst().parameters).has_value());
+}
+
 TEST(Estimate, TensorAndPipelineParallelSlices) {
   // tp = 2, by hand (C = 768): block = ln 3,072 + qkv (1,769,472 + 2,304) / 2 + proj 294,912 + 768
   //   + fc (2,359,296 + 3,072) / 2 + fc_proj 1,179,648 + 768 = 3,546,240;

@@ -250,6 +250,24 @@ logging { every: 1 }
   }
 };
 
+// estimate --gpu-memory: whether the run fits, and the offload fraction that makes it fit (the
+// estimator's own search, smallest_offload_fraction, is held to the estimate in test_estimate).
+TEST_F(Cli, EstimateSaysWhetherItFitsAndWhatOffloadMakesItFit) {
+  const std::string model = "estimate --preset 124M --set parallel.dp=1 --set train.micro_batch_size=4 ";
+  const Exit roomy = run_binary(model + "--gpu-memory 100", root);
+  ASSERT_EQ(roomy.code, 0) << roomy.output;
+  EXPECT_NE(roomy.output.find("fits in 100 GiB per GPU: yes"), std::string::npos) << roomy.output;
+  EXPECT_EQ(roomy.output.find("smallest optimizer offload"), std::string::npos) << roomy.output;
+  // 124M at micro-batch 4 needs about 3.5 GiB with ZeRO-2 on one rank; 2.5 GiB needs part of the
+  // optimizer offloaded.
+  const Exit tight = run_binary(model + "--set parallel.zero_stage=2 --gpu-memory 2.5", root);
+  ASSERT_EQ(tight.code, 0) << tight.output;
+  EXPECT_NE(tight.output.find("fits in 2.5 GiB per GPU: no"), std::string::npos) << tight.output;
+  EXPECT_NE(tight.output.find("--set parallel.offload_optimizer_fraction=0."), std::string::npos) << tight.output;
+  const Exit stage0 = run_binary(model + "--gpu-memory 1", root);
+  EXPECT_NE(stage0.output.find("optimizer offload needs parallel.zero_stage >= 1"), std::string::npos) << stage0.output;
+}
+
 TEST_F(Cli, TrainsAndExportsAGoodConfig) {
   const Exit e = run_binary("train run.pbtxt", root);
   ASSERT_EQ(e.code, 0) << e.output;
