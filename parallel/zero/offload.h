@@ -2,14 +2,16 @@
 // parameter offload), used by the engine (parallel/zero/zero_engine.h).
 //
 // Note [Optimizer offload]: with ZeroConfig::offload_optimizer, this rank's optimizer shard (f32
-// masters, Adam moments) and an f32 gradient shard live in host memory:
+// masters, Adam moments) and an f32 gradient shard live in host memory, for every unit or for the
+// share of units Note [Partial optimizer offload] picks (the others keep theirs on the device):
 //   backward   as soon as a unit's gradient is reduced (ZeroEngine::finalize_reduction), its shard
 //              is copied to the host in the compute dtype and added into the f32 host gradient
 //              (accumulating micro-batches in f32); under stages 2-3 the device then keeps no
 //              gradient shard at all, only the unit's full gradient while it is being reduced.
 //   step       the global norm and AdamW run on the host (the CPU backend's OpenMP adamw_step).
 //   write back the updated masters are cast to the compute dtype on the host (half the bytes to
-//              move for bf16) and copied to the device's compute shard.
+//              move for bf16), in AdamW's own pass (Note [Offloaded step]), and copied to the
+//              device's compute shard asynchronously (Note [Parameter return]).
 // The same code runs when "device" and host are both the CPU (CPU-only runs and tests): it moves the
 // same bytes through the same buffers, so it is tested everywhere and costs only memcpys there.
 //
