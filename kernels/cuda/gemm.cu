@@ -154,26 +154,37 @@ void set_epilogue(MatmulDesc& desc, const GemmArgs& args) {
 // writes it again; accumulating products keep the first choice.
 constexpr int kCandidates = 8;
 
-cublasLtMatmulAlgo_t fastest_algorithm(GemmState& state, const MatmulDesc& desc, const MatrixLayout& first,
-                                       const MatrixLayout& second, const MatrixLayout& out_layout,
-                                       const cublasLtMatmulHeuristicResult_t* results, int count, const void* alpha,
-                                       const void* beta, const void* b, const void* a, void* out, void* workspace,
-                                       cudaStream_t stream) {
-  Event start(state.device, true), stop(state.device, true);
+// One product's operands, ready to run with a given algorithm (the tuning runs and the real call).
+struct MatmulCall {
+  cublasLtHandle_t handle;
+  const MatmulDesc& desc;
+  const void *alpha, *beta;
+  const void* first;  // cuBLASLt's A: our b (gemm.h)
+  const MatrixLayout& first_layout;
+  const void* second;  // cuBLASLt's B: our a
+  const MatrixLayout& second_layout;
+  void* out;
+  const MatrixLayout& out_layout;
+  void* workspace;
+  cudaStream_t stream;
+
+  cublasStatus_t run(const cublasLtMatmulAlgo_t& algo) const {
+    return cublasLtMatmul(handle, desc.desc, alpha, first, first_layout.layout, second, second_layout.layout, beta, out,
+                          out_layout.layout, out, out_layout.layout, &algo, workspace, GemmState::kWorkspaceBytes,
+                          stream);
+  }
+};
+
+cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
+                                       const cublasLtMatmulHeuristicResult_t* results, int count) {
+  Event start(device, true), stop(device, true);
   int best = -1;
   float best_ms = 0;
   for (int i = 0; i < count; ++i) {
-    const cublasLtMatmulAlgo_t* algo = &results[i].algo;
-    cublasStatus_t status = cublasLtMatmul(state.handle, desc.desc, alpha, b, first.layout, a, second.layout, beta,
-                                           out, out_layout.layout, out, out_layout.layout, algo, workspace,
-                                           GemmState::kWorkspaceBytes, stream);
-    if (status != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
-    start.record(stream);
-    for (int r = 0; r < 3; ++r)
-      ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, first.layout, a, second.layout, beta, out,
-                                     out_layout.layout, out, out_layout.layout, algo, workspace,
-                                     GemmState::kWorkspaceBytes, stream));
-    stop.record(stream);
+    if (call.run(results[i].algo) != CUBLAS_STATUS_SUCCESS) continue;  // cannot run here: skipped
+    start.record(call.stream);
+    for (int r = 0; r < 3; ++r) ZT_CUBLAS_CHECK(call.run(results[i].algo));
+    stop.record(call.stream);
     stop.synchronize();
     const float ms = stop.elapsed_ms_since(start);
     if (best < 0 || ms < best_ms) best = i, best_ms = ms;
@@ -237,6 +248,8 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
   const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
   const void* alpha = f64 ? static_cast<const void*>(&alpha64) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&beta64) : static_cast<const void*>(&beta32);
+  const MatmulCall call{state.handle, desc, alpha, beta, b, layout_first, a, layout_second, out, layout_out,
+                        workspace, stream};
   auto found = state.algorithms.find(key);
   if (found == state.algorithms.end()) {
     Preference pref;
@@ -262,10 +275,7 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
              " epilogue=", epilogue_name(args.epilogue), " (alignments ", key.align_a, "/", key.align_b, "/",
              key.align_c, " bytes)");
     found = state.algorithms
-                .emplace(key, returned > 1 ? fastest_algorithm(state, desc, layout_first, layout_second, layout_out,
-                                                               results, returned, alpha, beta, b, a, out,
-                                                               workspace, stream)
-                                           : results[0].algo)
+                .emplace(key, returned > 1 ? fastest_algorithm(call, device, results, returned) : results[0].algo)
                 .first;
   }
   if (!found->second) {
@@ -273,9 +283,7 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
              m, " n=", n, " k=", k);
     return false;
   }
-  ZT_CUBLAS_CHECK(cublasLtMatmul(state.handle, desc.desc, alpha, b, layout_first.layout, a, layout_second.layout, beta,
-                                 out, layout_out.layout, out, layout_out.layout, &*found->second, workspace,
-                                 GemmState::kWorkspaceBytes, stream));
+  ZT_CUBLAS_CHECK(call.run(*found->second));
   return true;
 }
 
