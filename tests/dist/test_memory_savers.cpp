@@ -1,4 +1,4 @@
-// ranks: 2
+// ranks: 2 4
 // Memory savers against training without them: activation checkpointing (full, every k blocks,
 // of the first N blocks only, selective; with dropout, under ZeRO 2-3 where recomputed units are
 // gathered again), optimizer offload (stages 0-3) and parameter offload (stage 3). Several AdamW
