@@ -73,8 +73,8 @@ class Backend {
   // Gradient of a unary op: grad_out * f'(x); y = f(x) is given for ops whose derivative uses it.
   virtual Tensor unary_backward(UnaryOp op, const Tensor& grad_out, const Tensor& x, const Tensor& y,
                                 double scalar) const;
-  // dst += alpha * src (same shape, both contiguous; the CPU backend also takes a bf16/f16 src into
-  // an f32 dst, widened on the fly); dst *= s.
+  // dst += alpha * src (same shape, both contiguous; the same dtype, or a bf16/f16 src into an f32
+  // dst, widened on the fly); dst *= s.
   virtual void axpy(Tensor& dst, const Tensor& src, double alpha) const;
   virtual void scale(Tensor& dst, double s) const;
 

@@ -216,9 +216,9 @@ void add_(Tensor& dst, const Tensor& src, double alpha) {
   ZT_CHECK(is_floating(dst.dtype()) && is_floating(src.dtype()), "add_", "needs floating tensors, got dst ",
            dst.describe(), ", src ", src.describe());
   NoGradGuard no_grad;
-  // A lower-precision src (bf16 gradients into an f32 buffer) is widened first, or on the fly by
-  // the CPU backend (Backend::axpy).
-  const bool widen_in_axpy = dst.device().is_cpu() && dst.dtype() == DType::f32 && is_half(src.dtype());
+  // A 16-bit src into an f32 dst (bf16 gradients into an f32 buffer) is widened on the fly by the
+  // backend's axpy; other dtype pairs are converted first.
+  const bool widen_in_axpy = dst.dtype() == DType::f32 && is_half(src.dtype());
   Tensor s = contiguous(widen_in_axpy ? src.detach() : to(src.detach(), dst.dtype()));
   const Backend& backend = backend_for(dst.device());
   in_place(dst, [&](Tensor& d) { backend.axpy(d, s, alpha); });

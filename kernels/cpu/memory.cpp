@@ -87,7 +87,7 @@ void CpuBackend::copy_strided(const Tensor& src, Tensor& dst) const {
 
 void CpuBackend::copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t n) const {
   if (dst_device.is_cpu() && src_device.is_cpu()) {
-    if (n) std::memcpy(dst, src, n);
+    copy_bytes_parallel(dst, src, n);
     return;
   }
   cuda::backend().copy_bytes(dst, dst_device, src, src_device, n);
