@@ -159,10 +159,10 @@ void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuf
     return;
   }
   const auto start = Clock::now();
-  Tensor rounded = buffers.landing.get(master.numel(), compute.dtype());
+  Tensor rounded = buffers.parameters.slot(master.numel(), compute.dtype());
   copy_(rounded, master);  // rounds on the host, so only compute-dtype bytes cross
   traffic.host_math_seconds += seconds_since(start);
-  copy_to_device(rounded, compute, traffic);
+  buffers.parameters.send(rounded, compute, traffic);  // Note [Parameter return]
 }
 
 }  // namespace zt::zero

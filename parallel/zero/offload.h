@@ -131,11 +131,11 @@ class ParameterReturn {
 
 struct HostBuffers {
   GradientLanding gradients;   // Note [Gradient landing]
-  ParameterReturn parameters;  // Note [Parameter return]
-  HostStaging landing;         // masters rounded for the trip back outside the step (compute dtype); pinned on GPU runs
+  ParameterReturn parameters;  // Note [Parameter return]: masters rounded for the trip back
 };
 
-// compute (compute dtype, on the device) = master (f32, host), cast on the host.
+// compute (compute dtype, on the device) = master (f32, host), cast on the host and sent back
+// through buffers.parameters (Note [Parameter return]).
 void write_master_to_device(const Tensor& master, const Tensor& compute, HostBuffers& buffers,
                             OffloadTraffic& traffic);
 

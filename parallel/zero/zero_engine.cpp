@@ -90,7 +90,6 @@ ZeroEngine::ZeroEngine(std::vector<Parameter>& params, int num_units, comm::Comm
            "zero", "offload_optimizer_fraction must be in (0, 1], got ", config_.offload_optimizer_fraction);
   const Device param_device = config_.offload_params ? Device::cpu() : device_;
   if ((config_.offload_optimizer || config_.offload_params) && device_.is_cuda()) {
-    host_buffers_.landing.pin();
     host_buffers_.gradients.pin();
     host_buffers_.parameters.pin();
   }
@@ -585,8 +584,9 @@ void ZeroEngine::write_back_parameters() {
 
 // Note [Offloaded step]: the host AdamW writes the compute-dtype copy of the master in the same pass
 // (Backend::adamw_step_runs' param_copy): straight into the host parameter shard under
-// offload_params, else into the landing buffer, whose positions outside the runs (padding) are
-// filled from the master before the copy to the device. write_back_parameters then skips the unit.
+// offload_params, else into a parameter-return slot (Note [Parameter return]), whose positions
+// outside the runs (padding) are filled from the master before the copy to the device.
+// write_back_parameters then skips the unit.
 void ZeroEngine::update_offloaded_unit(Unit& U, const Tensor& g, const std::vector<AdamWRun>& runs,
                                        const AdamWArgs& args) {
   const Backend& be = backend_for(U.master.device());
