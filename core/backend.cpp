@@ -94,6 +94,16 @@ Tensor Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tenso
                                        const Tensor&, bool) const {
   not_implemented("cross_entropy_backward");
 }
+CrossEntropyResult Backend::cross_entropy_with_grad(Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                                    int64_t valid_vocab, double grad_scale) const {
+  CrossEntropyResult r = cross_entropy(logits, targets, ignore_index, valid_vocab);
+  cross_entropy_backward(logits, targets, r.lse, ignore_index, valid_vocab, grad_scale, Tensor(), /*in_place=*/true);
+  return r;
+}
+Tensor Backend::inverse_target_count(const Tensor&, int64_t, int64_t, DType) const {
+  not_implemented("inverse_target_count");
+}
+void Backend::gemm_into(const Tensor&, const Tensor&, bool, bool, Tensor&, bool) const { not_implemented("gemm_into"); }
 Tensor Backend::dropout(const Tensor&, double, uint64_t, uint64_t) const { not_implemented("dropout"); }
 void Backend::adamw_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamWArgs&) const {
   not_implemented("adamw_step");

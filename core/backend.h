@@ -96,6 +96,12 @@ class Backend {
   // likewise for b; out: [batch, M, N], allocated here. When accumulate is given, out = accumulate + a b.
   virtual Tensor gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch,
                       const Tensor& accumulate) const;
+  // out = op(a) op(b), or out += op(a) op(b) with accumulate, into a given [M, N] contiguous out
+  // (2-D a and b): out has a's dtype or, for bf16/f16 operands, f32 (the products accumulate in f32
+  // and are not rounded to 16 bits: the chunked loss's weight gradient, Note [Chunked loss] in
+  // core/ops/linear_cross_entropy.cpp, sums many chunks this way).
+  virtual void gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, Tensor& out,
+                         bool accumulate) const;
   // A linear layer: y = x w^T + bias for x [rows, in] and weight [out, in] (both contiguous; bias
   // [out] contiguous or undefined); with gelu, y = gelu(x w^T + bias) and *pre_activation (when
   // given) receives x w^T + bias for the backward. The default adds the bias as gemm's starting
@@ -150,6 +156,14 @@ class Backend {
   virtual Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         int64_t ignore_index, int64_t valid_vocab, double grad_scale,
                                         const Tensor& scale_by, bool in_place) const;
+  // cross_entropy and cross_entropy_backward (grad_scale, no scale_by) in one call, the gradient
+  // written over the logits; the default makes the two calls, the CUDA backend one fused pass.
+  virtual CrossEntropyResult cross_entropy_with_grad(Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                                     int64_t valid_vocab, double grad_scale) const;
+  // 1 / (targets that are not ignore_index), 0 when none is, as a scalar of `dtype` (f32, or f64
+  // on the CPU) on the targets' device: the mean loss's divisor without a host synchronisation.
+  virtual Tensor inverse_target_count(const Tensor& targets, int64_t ignore_index, int64_t valid_vocab,
+                                      DType dtype) const;
   // y = x * keep / (1 - p), keep = draw(seed, offset + i) >= p; also its own backward.
   virtual Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const;
 

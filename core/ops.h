@@ -106,6 +106,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // from the softmax. Returns an f32 0-d tensor.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      int64_t valid_vocab = -1);
+// cross_entropy(x weight^T, targets, ...) for x [..., C] and weight [V, C], computed chunk_rows
+// rows at a time with the logits' gradient made during the forward, so the [N, V] logits never
+// exist whole (Note [Chunked loss] in core/ops/linear_cross_entropy.cpp). Returns an f32 0-d
+// tensor (f64 for f64 inputs).
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows,
+                            int64_t ignore_index = -100, int64_t valid_vocab = -1);
 // Inverted dropout with a counter-based mask: element i is kept when draw (seed, offset + i) >= p.
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, bool training = true);
 

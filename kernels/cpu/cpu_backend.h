@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   double sum_squares(const Tensor& x) const override;
   bool all_finite(const Tensor& x) const override;
   Tensor gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch, const Tensor& accumulate) const override;
+  void gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, Tensor& out, bool accumulate) const override;
   Tensor softmax(const Tensor& x) const override;
   Tensor softmax_backward(const Tensor& grad_y, const Tensor& y) const override;
   Tensor log_softmax(const Tensor& x) const override;
@@ -38,6 +39,7 @@ class CpuBackend final : public Backend {
   AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, bool causal, double scale) const override;
   CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, int64_t valid_vocab) const override;
   Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, int64_t ignore_index, int64_t valid_vocab, double grad_scale, const Tensor& scale_by, bool in_place) const override;
+  Tensor inverse_target_count(const Tensor& targets, int64_t ignore_index, int64_t valid_vocab, DType dtype) const override;
   Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) const override;
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWArgs& args) const override;
   void adamw_step_runs(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,

@@ -90,6 +90,25 @@ CrossEntropyResult CpuBackend::cross_entropy(const Tensor& logits, const Tensor&
   return r;
 }
 
+Tensor CpuBackend::inverse_target_count(const Tensor& targets, int64_t ignore_index, int64_t valid_vocab,
+                                        DType dtype) const {
+  const char* api = "inverse_target_count";
+  ZT_CHECK(dtype == DType::f32 || dtype == DType::f64, api, "dtype must be f32 or f64, got ", dtype_name(dtype));
+  ZT_CHECK(targets.device().is_cpu() && targets.is_contiguous() &&
+               (targets.dtype() == DType::i32 || targets.dtype() == DType::i64),
+           api, "needs contiguous i32 or i64 cpu targets, got ", targets.describe());
+  int64_t count = 0;
+  for (int64_t t : read_targets(api, targets, ignore_index, valid_vocab)) count += t != ignore_index;
+  const double inv = count == 0 ? 0.0 : 1.0 / static_cast<double>(count);
+  Tensor out = empty({}, dtype, Device::cpu());
+  if (dtype == DType::f64) {
+    *static_cast<double*>(out.raw_data()) = inv;
+  } else {
+    *static_cast<float*>(out.raw_data()) = static_cast<float>(inv);
+  }
+  return out;
+}
+
 Tensor CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                           int64_t ignore_index, int64_t valid_vocab, double grad_scale,
                                           const Tensor& scale_by, bool in_place) const {

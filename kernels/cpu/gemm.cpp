@@ -145,4 +145,49 @@ Tensor CpuBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool
   return out;
 }
 
+void CpuBackend::gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, Tensor& out,
+                           bool accumulate) const {
+  const char* api = "gemm_into";
+  ZT_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2, api, "needs 2-D a, b and out, got a ", a.describe(),
+           ", b ", b.describe(), ", out ", out.describe());
+  ZT_CHECK(a.dtype() == b.dtype(), api, "dtypes differ: a is ", a.describe(), ", b is ", b.describe());
+  const bool half = a.dtype() == DType::bf16 || a.dtype() == DType::f16;
+  ZT_CHECK(out.dtype() == a.dtype() || (half && out.dtype() == DType::f32), api, "out ", out.describe(),
+           " must have the operands' dtype (", dtype_name(a.dtype()), ") or f32 for 16-bit operands");
+  ZT_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), api, "cpu kernel got a ",
+           a.describe(), ", b ", b.describe(), ", out ", out.describe());
+  ZT_CHECK((a.is_contiguous() || a.numel() == 0) && (b.is_contiguous() || b.numel() == 0) && out.is_contiguous(), api,
+           "operands and out must be contiguous: a is ", a.describe(), ", b is ", b.describe(), ", out is ",
+           out.describe());
+  GemmShape s;
+  s.transpose_a = transpose_a;
+  s.transpose_b = transpose_b;
+  s.m = transpose_a ? a.size(1) : a.size(0);
+  s.k = transpose_a ? a.size(0) : a.size(1);
+  s.n = transpose_b ? b.size(0) : b.size(1);
+  ZT_CHECK(s.k == (transpose_b ? b.size(1) : b.size(0)) && out.size(0) == s.m && out.size(1) == s.n, api,
+           "shapes do not match: a ", a.describe(), transpose_a ? " (transposed)" : "", ", b ", b.describe(),
+           transpose_b ? " (transposed)" : "", ", out ", out.describe());
+  ZT_CHECK(s.m <= INT_MAX && s.n <= INT_MAX && s.k <= INT_MAX, api, "matrix dimensions exceed BLAS int range: a ",
+           a.describe(), ", b ", b.describe());
+  dispatch_float(a.dtype(), api, [&]<typename T>() {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      batched_gemm<T>(s, static_cast<const T*>(a.raw_data()), static_cast<const T*>(b.raw_data()),
+                      accumulate ? T(1) : T(0), static_cast<T*>(out.raw_data()));
+    } else {
+      std::vector<float> a32 = widen<T>(a), b32 = widen<T>(b);
+      if (out.dtype() == DType::f32) {  // straight into the f32 accumulator
+        batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, static_cast<float*>(out.raw_data()));
+        return;
+      }
+      std::vector<float> c32 = accumulate ? widen<T>(out) : std::vector<float>(static_cast<size_t>(out.numel()));
+      batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, c32.data());
+      T* o = static_cast<T*>(out.raw_data());
+      const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) o[i] = from_compute<T>(c32[static_cast<size_t>(i)]);
+    }
+  });
+}
+
 }  // namespace zt

@@ -89,6 +89,31 @@ Tensor CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& t
   return dlogits;
 }
 
+CrossEntropyResult CudaBackend::cross_entropy_with_grad(Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                                        int64_t valid_vocab, double grad_scale) const {
+  Tensor dlogits = logits;  // the fused kernel reads each element before writing its gradient there
+  return cuda::cross_entropy_forward_backward(logits, targets, ignore_index, valid_vocab, grad_scale, dlogits);
+}
+
+Tensor CudaBackend::inverse_target_count(const Tensor& targets, int64_t ignore_index, int64_t valid_vocab,
+                                         DType dtype) const {
+  const char* api = "inverse_target_count";
+  const int device = cuda::cuda_device_of(api, targets);
+  cuda::check_contiguous(api, targets, "targets");
+  ZT_CHECK(dtype == DType::f32 || dtype == DType::f64, api, "dtype must be f32 or f64, got ", dtype_name(dtype));
+  Tensor out = empty({}, DType::f32, targets.device());
+  cuda::DeviceGuard guard(device);
+  cuda::DeviceContext& ctx = cuda::DeviceContext::get(device);
+  dispatch_targets(api, targets, [&]<typename I>() {
+    cuda::launch_inverse_target_count<I>(static_cast<const I*>(targets.raw_data()), targets.numel(), ignore_index,
+                                         valid_vocab, static_cast<float*>(out.raw_data()), ctx.current_stream());
+  });
+  if (dtype == DType::f32) return out;
+  Tensor wide = empty({}, dtype, targets.device());  // f32's 1 / count, widened
+  copy_strided(out, wide);
+  return wide;
+}
+
 namespace cuda {
 
 CrossEntropyResult cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,

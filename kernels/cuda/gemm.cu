@@ -219,10 +219,14 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
                             args.batch, args.stride_b);
   MatrixLayout layout_second(type, args.transpose_a ? m : k, args.transpose_a ? k : m, args.transpose_a ? m : k,
                              args.batch, args.stride_a);
-  MatrixLayout layout_out(type, n, m, n, args.batch, args.stride_out);
+  ZT_CHECK(!args.out_f32 || (args.epilogue == GemmEpilogue::none && is_half(args.dtype)), "gemm",
+           "an f32 out takes bf16/f16 operands without epilogue, got ", dtype_name(args.dtype), " and epilogue ",
+           epilogue_name(args.epilogue));
+  const DType out_dtype = args.out_f32 ? DType::f32 : args.dtype;
+  MatrixLayout layout_out(cuda_type(out_dtype), n, m, n, args.batch, args.stride_out);
 
   GemmKey key;
-  key.dtype = static_cast<int32_t>(args.dtype);
+  key.dtype = static_cast<int32_t>(args.dtype) | static_cast<int32_t>(out_dtype) << 8;
   key.epilogue = static_cast<int32_t>(args.epilogue) | (args.pre_gelu != nullptr ? 0x100 : 0);
   key.transpose_a = args.transpose_a;
   key.transpose_b = args.transpose_b;
@@ -393,6 +397,43 @@ Tensor CudaBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, boo
   }
   cuda::gemm(args, a.raw_data(), b.raw_data(), out.raw_data(), device, cuda::current_stream(device));
   return out;
+}
+
+void CudaBackend::gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, Tensor& out,
+                            bool accumulate) const {
+  const char* api = "gemm_into";
+  const int device = cuda::cuda_device_of(api, a);
+  cuda::check_same_device(api, a, b);
+  cuda::check_same_device(api, a, out);
+  ZT_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2, api, "needs 2-D a, b and out, got a ", a.describe(),
+           ", b ", b.describe(), ", out ", out.describe());
+  ZT_CHECK(a.dtype() == b.dtype() && is_floating(a.dtype()), api, "needs two operands of one floating dtype, got a ",
+           a.describe(), ", b ", b.describe());
+  ZT_CHECK(out.dtype() == a.dtype() || (is_half(a.dtype()) && out.dtype() == DType::f32), api, "out ",
+           out.describe(), " must have the operands' dtype (", dtype_name(a.dtype()), ") or f32 for 16-bit operands");
+  if (a.numel() > 0) cuda::check_contiguous(api, a, "a");
+  if (b.numel() > 0) cuda::check_contiguous(api, b, "b");
+  cuda::check_contiguous(api, out, "out");
+  const int64_t m = transpose_a ? a.size(1) : a.size(0), k = transpose_a ? a.size(0) : a.size(1);
+  const int64_t n = transpose_b ? b.size(0) : b.size(1);
+  ZT_CHECK(k == (transpose_b ? b.size(1) : b.size(0)) && out.size(0) == m && out.size(1) == n, api,
+           "shapes do not match: a ", a.describe(), transpose_a ? " (transposed)" : "", ", b ", b.describe(),
+           transpose_b ? " (transposed)" : "", ", out ", out.describe());
+  if (out.numel() == 0) return;
+  if (k == 0) {
+    if (!accumulate) ZT_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), cuda::current_stream(device)));
+    return;
+  }
+  cuda::GemmArgs args;
+  args.dtype = a.dtype();
+  args.out_f32 = out.dtype() != a.dtype();
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.transpose_a = transpose_a;
+  args.transpose_b = transpose_b;
+  args.beta = accumulate ? 1.0 : 0.0;
+  cuda::gemm(args, a.raw_data(), b.raw_data(), out.raw_data(), device, cuda::current_stream(device));
 }
 
 }  // namespace zt

@@ -34,6 +34,9 @@ enum class GemmEpilogue : uint8_t {
 // [k, n], or [n, k] when transpose_b. out is [m, n], contiguous per batch item.
 struct GemmArgs {
   DType dtype = DType::bf16;  // of a, b, out and bias
+  // out in f32 instead of `dtype`, for bf16/f16 operands without epilogue: sums over several
+  // products keep f32 (Backend::gemm_into).
+  bool out_f32 = false;
   int64_t m = 0, n = 0, k = 0;
   bool transpose_a = false, transpose_b = false;
   int64_t batch = 1;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
+#include "core/ops.h"
 #include "kernels/cuda/cross_entropy.h"
 
 namespace zt {
@@ -194,6 +195,50 @@ TEST(CudaCrossEntropy, BadTargetsAreReported) {
   CrossEntropyResult r = gpu().cross_entropy(logits, targets, -100, 8);  // 9 is in the padding
   expect_error([&] { (void)as_doubles(r.losses); }, {"[cross_entropy]", "target 9 is out of range [0, 8)"});
   expect_error([&] { gpu().cross_entropy(logits, targets, -100, 11); }, {"[cross_entropy]", "valid_vocab 11"});
+}
+
+// The chunked loss (Note [Chunked loss]) and the three kernels under it: the f32-out product of
+// 16-bit operands, the fused loss-and-gradient pass over the logits, and the target count.
+TEST(CudaLinearCrossEntropy, KernelsAndOpMatchCpu) {
+  ZT_REQUIRE_GPU();
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    const std::string what = dtype_name(dtype);
+    Tensor a = randn_cpu({300, 64}, dtype, 1), b = randn_cpu({300, 40}, dtype, 2), c = randn_cpu({300, 64}, dtype, 3);
+    Tensor want = empty({64, 40}, DType::f32, Device::cpu()), got = to_gpu(want);
+    cpu().gemm_into(a, b, true, false, want, false);
+    cpu().gemm_into(c, b, true, false, want, true);
+    gpu().gemm_into(to_gpu(a), to_gpu(b), true, false, got, false);
+    gpu().gemm_into(to_gpu(c), to_gpu(b), true, false, got, true);
+    expect_close(got, want, {1e-5}, "gemm_into f32 out " + what);
+  }
+  Tensor targets = make_cpu({300}, DType::i64, [](int64_t i) { return i % 7 == 2 ? -100.0 : static_cast<double>((i * 37) % 997); });
+  expect_close(gpu().inverse_target_count(to_gpu(targets), -100, 997, DType::f32),
+               cpu().inverse_target_count(targets, -100, 997, DType::f32), {1e-7}, "inverse_target_count");
+  for (DType dtype : float_types()) {
+    const std::string what = dtype_name(dtype);
+    Tensor logits = randn_cpu({300, 1000}, dtype, 4, 3.0);
+    Tensor ref = reference(logits), on_gpu = to_gpu(logits);
+    CrossEntropyResult want = cpu().cross_entropy_with_grad(ref, targets, -100, 997, 1.0);
+    CrossEntropyResult got = gpu().cross_entropy_with_grad(on_gpu, to_gpu(targets), -100, 997, 1.0);
+    expect_close(got.losses, want.losses, {1e-5}, "cross_entropy_with_grad losses " + what);
+    expect_close(on_gpu, ref, tol_for(dtype), "cross_entropy_with_grad dlogits " + what);
+
+    // The op, forward and backward on the GPU, against the same op on the CPU.
+    Tensor x = randn_cpu({3, 100, 64}, dtype, 5), w = randn_cpu({1000, 64}, dtype, 6, 0.2);
+    Tensor t3 = reshape(targets, {3, 100});
+    auto head = [&](const Tensor& x0, const Tensor& w0, const Tensor& t0) {
+      Tensor xi = clone(x0).set_requires_grad(true), wi = clone(w0).set_requires_grad(true);
+      Tensor loss = linear_cross_entropy(xi, wi, t0, 128, -100, 997);
+      backward(mul_scalar(loss, 2.0));
+      return std::vector<Tensor>{loss, xi.grad(), wi.grad()};
+    };
+    const std::vector<Tensor> c = head(reference(x), reference(w), t3);
+    const std::vector<Tensor> g = head(to_gpu(x), to_gpu(w), to_gpu(t3));
+    const Tol t = dtype == DType::f32 ? Tol{1e-5} : Tol{3e-2};
+    expect_close(g[0], c[0], {dtype == DType::f32 ? 1e-5 : 1e-2}, "linear_cross_entropy loss " + what);
+    expect_close(g[1], c[1], t, "linear_cross_entropy dx " + what);
+    expect_close(g[2], c[2], t, "linear_cross_entropy dw " + what);
+  }
 }
 
 TEST(CudaAdamW, StepsMatchCpu) {
