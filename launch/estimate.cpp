@@ -46,6 +46,7 @@ MemoryEstimateInput estimate_input_from_config(const TrainConfig& cfg, int ranks
   in.checkpointing = activation_checkpointing(cfg);
   in.checkpoint_every_k_blocks = p.checkpoint_every_k_blocks();
   in.checkpoint_num_blocks = p.checkpoint_num_blocks();
+  in.loss_chunk_rows = p.loss_chunk_rows();
   in.sequence_parallel = p.sequence_parallel();
   in.dropout = cfg.model().dropout() > 0;
   in.bucket_mb = p.bucket_mb();
@@ -98,6 +99,19 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 // chunk passes (Megatron's warm-up depth plus one).
 // Not counted: the CUDA context and library workspaces, allocator fragmentation, transient gradient
 // tensors of the block being differentiated.
+int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
+  if (in.tp > 1 || in.loss_chunk_rows == 0 || !in.dims) return 0;
+  if (in.loss_chunk_rows > 0) return in.loss_chunk_rows;
+  const GptDims& d = *in.dims;
+  const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab, C = d.d_model;
+  const int64_t N = in.micro_batch_size * (in.seq_len > 0 ? in.seq_len : d.seq_len);
+  int64_t rows = 256;
+  while (rows * 2 * e * V <= (int64_t{256} << 20)) rows *= 2;
+  if (rows >= N) return 0;  // one chunk: its logits are the whole logits
+  const int64_t chunked = 4 * N * C + 4 * V * C + e * rows * V, whole = e * N * V;
+  return 4 * chunked < 3 * whole ? rows : 0;  // worth a chunked head when it saves a quarter of the logits
+}
+
 int64_t block_activation_bytes(const MemoryEstimateInput& in, const GptDims& d) {
   const int64_t e = activation_element_bytes(in.precision);
   const int64_t B = in.micro_batch_size, C = d.d_model, t = in.tp, heads_local = d.n_head / in.tp;
@@ -205,7 +219,14 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
     if (in.dropout) embed += B * T_whole * C;
     bytes += io_held * embed;
   }
-  if (s == in.pp - 1) {
+  const int64_t chunk_rows = resolved_loss_chunk_rows(in);
+  if (s == in.pp - 1 && chunk_rows > 0) {
+    // Note [Chunked loss]: the f32 dx and dW made in the forward, not the logits nor the head's
+    // input; once, one chunk's logits (forward) or the rounded dW beside the f32 one (backward).
+    const int64_t head = e * B * T_whole * C + 8 * B * T_whole  // final layernorm input and statistics
+                         + 4 * B * T * C + 4 * d.padded_vocab * C + 4 * B * T;
+    bytes += io_held * head + std::max(e * chunk_rows * d.padded_vocab, e * d.padded_vocab * C);
+  } else if (s == in.pp - 1) {
     const int64_t head = e * B * T_whole * C + 8 * B * T_whole      // final layernorm input and statistics
                          + e * B * T * C                              // head input, gathered over sequence parallel
                          // the logits; their gradient is written over them in one process (Note
@@ -355,8 +376,9 @@ std::string format_memory_estimate(const MemoryEstimate& e, const MemoryEstimate
     if (n > 0) checkpointing += fmt::format(" of the first {} blocks{}", n, in.pp > 1 ? " of each chunk" : "");
     if (k > 1) checkpointing += fmt::format(", {} blocks per segment", k);
   }
+  const int64_t chunk_rows = resolved_loss_chunk_rows(in);
   out += fmt::format("layout: dp {} x tp {} x pp {} = {} rank{}, ZeRO stage {}{}{}, {}, micro-batch {}, {} per step, "
-                     "activation checkpointing {}{}\n",
+                     "activation checkpointing {}{}{}\n",
                      in.dp, in.tp, in.pp, world, world == 1 ? "" : "s", in.zero_stage,
                      !in.offload_optimizer                   ? ""
                      : in.offload_optimizer_fraction >= 1.0 ? ", optimizer offloaded"
@@ -366,7 +388,8 @@ std::string format_memory_estimate(const MemoryEstimate& e, const MemoryEstimate
                      precision_name(in.precision), in.micro_batch_size,
                      in.micro_batches == 1 ? std::string("1 micro-batch") : fmt::format("{} micro-batches", in.micro_batches),
                      checkpointing,
-                     in.pp > 1 ? fmt::format(", schedule {}", pipeline_schedule_name(in.pipeline_schedule)) : "");
+                     in.pp > 1 ? fmt::format(", schedule {}", pipeline_schedule_name(in.pipeline_schedule)) : "",
+                     chunk_rows > 0 ? fmt::format(", loss in chunks of {} rows", chunk_rows) : "");
 
   // One column per pipeline stage; with many stages the first, the worst and the last.
   std::vector<int> shown;

@@ -69,6 +69,7 @@ struct MemoryEstimateInput {
   bool sequence_parallel = false;
   bool dropout = false;           // dropout > 0: 1-byte masks are kept for backward
   bool fused_attention = true;    // attention keeps its log-sum-exp, not the T x T probabilities
+  int64_t loss_chunk_rows = -1;   // Note [Chunked loss]: -1 chosen by resolved_loss_chunk_rows, 0 whole logits
 
   double bucket_mb = 25;          // gradient bucket (MiB)
   int ranks_per_node = 8;         // for host bytes per node
@@ -103,6 +104,12 @@ struct MemoryEstimate {
 };
 
 MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
+
+// The rows per chunk of the head and loss (Note [Chunked loss]), 0 for whole logits: the requested
+// count where one is given (tp = 1), else under tp = 1 the largest power of two whose logits take at
+// most 256 MiB (at least 256 rows), when what the chunked head keeps (f32 dx and dW, one chunk's
+// logits) is at most three quarters of a micro-batch's whole logits.
+int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in);
 
 // Activation bytes of one transformer block for one micro-batch with no checkpointing (Note
 // [Activation memory] in estimate.cpp), on one tensor-parallel rank.

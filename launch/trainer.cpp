@@ -158,6 +158,7 @@ TrainOutcome Run::execute() {
   ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,
            ") is smaller than the tokenizer's vocabulary (", tokenizer_->vocab_size(), ", ", tokenizer_->name(), ")");
   GptConfig mc = GptConfig::from_dims(dims, cdt, cfg_.model().dropout());
+  mc.loss_chunk_rows = resolved_loss_chunk_rows(estimate_input_from_config(cfg_));  // Note [Chunked loss]
   if (cfg_.parallel().pp() > 1) pipeline_ = std::make_unique<PipelineTraining>(cfg_, world_);
   if (cfg_.parallel().tp() > 1) tensor_parallel_ = std::make_unique<TensorParallelTraining>(cfg_, world_);
   if (tensor_parallel_) {  // with pp > 1 too: this stage's units as tp shards
@@ -274,6 +275,7 @@ TrainOutcome Run::execute() {
   if (pipeline_)
     layout += fmt::format(" x pp {} ({}, {} chunk(s) per rank)", cfg_.parallel().pp(),
                           pipeline_schedule_name(pipeline_schedule(cfg_)), cfg_.parallel().virtual_stages());
+  if (mc.loss_chunk_rows > 0) layout += fmt::format(" | loss in chunks of {} rows", mc.loss_chunk_rows);
   say(fmt::format("zerotrain: GPT {}L {}H {}C vocab {} (padded {}), {:.2f}M parameters | {} | {} | {} | "
                   "batch {} x {} tokens x {} micro-batches x {} ranks = {:.0f} tokens/step",
                   mc.n_layer, mc.n_head, mc.d_model, mc.vocab_size, mc.padded_vocab, n_params / 1e6, device_.str(),

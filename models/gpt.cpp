@@ -69,6 +69,7 @@ void GptConfig::validate() const {
   ZT_CHECK(dropout >= 0 && dropout < 1, "gpt", "model.dropout must be in [0, 1), got ", dropout);
   ZT_CHECK(is_floating(compute_dtype), "gpt", "compute dtype must be f32, f64, bf16 or f16, got ",
            dtype_name(compute_dtype));
+  ZT_CHECK(loss_chunk_rows >= 0, "gpt", "loss_chunk_rows must be >= 0 (0: whole logits), got ", loss_chunk_rows);
 }
 
 uint64_t StepRng::site_seed(int64_t unit, int64_t site) const {
@@ -276,6 +277,13 @@ Tensor Gpt::logits(ParameterSource& src, const Tensor& x_normed) {
 }
 
 Tensor Gpt::loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets) {
+  if (config_.loss_chunk_rows > 0 && !tp_.active()) {
+    // Note [Chunked loss]: vocabulary parallelism keeps its own split of the logits instead.
+    std::vector<Tensor> p = acquire(src, 0);
+    Tensor loss = linear_cross_entropy(x_normed, p[0], targets, config_.loss_chunk_rows, -100, config_.vocab_size);
+    src.release(0);
+    return src.unit_output(0, loss);
+  }
   Tensor lg = local_logits(src, x_normed);
   const int64_t rows = lg.size(0) * lg.size(1);
   Tensor flat = reshape(lg, {rows, lg.size(2)});

@@ -41,6 +41,9 @@ struct GptConfig {
   int64_t seq_len = 128;       // maximum context (rows of wpe)
   double dropout = 0.0;
   DType compute_dtype = DType::f32;  // f32, bf16 or f16; parameters stay f32 masters
+  // > 0: the head and loss run this many rows at a time and the [N, Vp] logits never exist whole
+  // (linear_cross_entropy, Note [Chunked loss]; without tensor parallelism only). 0: whole logits.
+  int64_t loss_chunk_rows = 0;
 
   int64_t head_dim() const { return d_model / n_head; }
   void validate() const;  // throws naming the field: heads divide d_model, sizes positive, ...

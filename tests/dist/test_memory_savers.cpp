@@ -64,6 +64,7 @@ struct Saver {
   double offload_fraction = 1.0;  // Note [Partial optimizer offload]
   CheckpointPolicy policy;
   bool selective = false;
+  int64_t loss_chunk_rows = 0;  // Note [Chunked loss]; 0: whole logits
 };
 
 struct Trained {
@@ -90,7 +91,9 @@ class MemorySavers : public ::testing::Test {
 
   Trained train(const Saver& s) {
     const int dp = world().size(), rank = world().rank();
-    Gpt model(tiny_config(device), device, 7);
+    GptConfig mc = tiny_config(device);
+    mc.loss_chunk_rows = s.loss_chunk_rows;
+    Gpt model(mc, device, 7);
     zero::ZeroConfig zc;
     zc.stage = s.stage;
     zc.compute_dtype = compute();
@@ -221,6 +224,31 @@ TEST_F(MemorySavers, PeakActivationsFallModeByMode) {
   // Checkpointing some of the blocks lies between none and all of them.
   EXPECT_LT(partial.peak_activations, none.peak_activations);
   EXPECT_GT(partial.peak_activations, full.peak_activations);
+}
+
+// The chunked head and loss (Note [Chunked loss]) train the same model as whole logits, under every
+// ZeRO stage and with the other savers: the same arithmetic up to the order of the head weight
+// gradient's sum over rows and where the mean's factor is applied (f32 on the CPU; on a GPU the
+// whole-logits path rounds dlogits with that factor to bf16 first).
+TEST_F(MemorySavers, ChunkedLossGivesTheSameParameters) {
+  std::vector<Saver> savers;
+  for (int stage : {0, 2, 3}) {
+    Saver s;
+    s.name = "stage " + std::to_string(stage) + ", loss in chunks of 5 rows";
+    s.stage = stage;
+    s.loss_chunk_rows = 5;  // 32 rows per rank and micro-batch: 6 whole chunks and one of 2
+    savers.push_back(s);
+  }
+  Saver both = checkpointing("stage 3, full checkpointing and optimizer offload, chunks of 8", 3, Recompute::full, 1,
+                             false);
+  both.offload_optimizer = true;
+  both.loss_chunk_rows = 8;
+  savers.push_back(both);
+  const double tolerance = on_cpu() ? 1e-5 : 2e-2;
+  for (const Saver& s : savers) {
+    SCOPED_TRACE(s.name);
+    expect_same_parameters(train(s), baseline(s.stage), tolerance, s.name);
+  }
 }
 
 // Per unit sizes, from the model's parameter list (independently of the engine): the elements a

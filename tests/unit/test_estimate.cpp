@@ -392,6 +392,41 @@ TEST(Estimate, ActivationsWithTheFirstBlocksCheckpointed) {
   }
 }
 
+// Note [Chunked loss]: when the head runs in chunks, and what it keeps then.
+TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
+  MemoryEstimateInput in = gpt2_124m(1, 0);
+  in.micro_batch_size = 16;  // N = 16384 rows of 50304 logits: 1.5 GiB whole
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 2048);  // 2048 x 50304 x 2 B = 196 MiB <= 256 MiB
+  in.precision = Precision::f32;
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 1024);
+  in.precision = Precision::bf16;
+  in.micro_batch_size = 4;  // keeps 373 MB against 412 MB whole: not worth it
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
+  in.micro_batch_size = 16;
+  in.loss_chunk_rows = 0;
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
+  in.loss_chunk_rows = 100;
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 100);
+  in.tp = 2;  // vocabulary-parallel cross-entropy instead
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
+  in.tp = 1;
+  in.loss_chunk_rows = -1;
+  in.dims.reset();
+  in.parameter_count = 124'000'000;
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
+
+  // The head's bytes: whole logits, the head's input and the weight gradient (e V C, once) become
+  // f32 dx and dW and, once, the larger of a chunk's logits and the rounded dW.
+  MemoryEstimateInput whole = gpt2_124m(1, 0), chunked = gpt2_124m(1, 0);
+  whole.micro_batch_size = chunked.micro_batch_size = 16;
+  whole.loss_chunk_rows = 0;
+  const int64_t N = 16 * 1024, C = 768, V = 50304, e = 2;
+  const int64_t saved = (e * N * V + e * N * C + e * V * C) - (4 * N * C + 4 * V * C + std::max(e * 2048 * V, e * V * C));
+  EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved);
+  const std::string table = format_memory_estimate(estimate_memory(chunked), chunked);
+  EXPECT_NE(table.find("activation checkpointing none, loss in chunks of 2048 rows"), std::string::npos) << table;
+}
+
 TEST(Estimate, FromConfigAndTable) {
   TrainConfig cfg = load_config(std::string(ZT_SOURCE_DIR) + "/examples/gpt2_1.5b_zero3.pbtxt");
   const MemoryEstimateInput in = estimate_input_from_config(cfg);

@@ -166,6 +166,20 @@ TEST_F(Trainer, ActivationCheckpointingTrainsTheSameModel) {
   }
 }
 
+// parallel.loss_chunk_rows from the config: the chunked head (Note [Chunked loss]) trains the same
+// model as whole logits up to f32 rounding (its weight gradient sums the rows chunk by chunk).
+TEST_F(Trainer, ChunkedLossTrainsTheSameModel) {
+  const std::vector<std::string> base = {"precision.dtype=f32", "train.grad_accumulation=2"};
+  std::vector<std::string> whole = base, chunked = base;
+  whole.push_back("parallel.loss_chunk_rows=0");
+  chunked.push_back("parallel.loss_chunk_rows=7");
+  const TrainOutcome a = train(small_config(path("whole"), "", whole), MpiEnvironment::world(), Device::cpu());
+  const TrainOutcome b = train(small_config(path("chunked"), "", chunked), MpiEnvironment::world(), Device::cpu());
+  EXPECT_NEAR(b.last_loss, a.last_loss, 1e-5 * std::abs(a.last_loss));
+  EXPECT_NEAR(b.last_val_loss, a.last_val_loss, 1e-5 * std::abs(a.last_val_loss));
+  EXPECT_NE(b.last_loss, 0.0);
+}
+
 TEST_F(Trainer, RefusesToStartBeneathALaterCheckpoint) {
   train(small_config(path("ck"), "", {"precision.dtype=f32"}), MpiEnvironment::world(), Device::cpu());
   // A fresh run in the same folder: its step_3 and step_6 would silently stay the old run's.
