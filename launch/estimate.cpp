@@ -102,6 +102,9 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
   if (in.tp > 1 || in.loss_chunk_rows == 0 || !in.dims) return 0;
   if (in.loss_chunk_rows > 0) return in.loss_chunk_rows;
+  // Chosen only for runs that already trade speed for memory: the chunked head costs a few percent
+  // of a step (GPT-2 124M, B=16 on an H200: 475k against 493k tokens/s; docs/performance.md).
+  if (in.checkpointing == ActivationCheckpointing::none && !in.offload_optimizer && !in.offload_params) return 0;
   const GptDims& d = *in.dims;
   const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab, C = d.d_model;
   const int64_t N = in.micro_batch_size * (in.seq_len > 0 ? in.seq_len : d.seq_len);
