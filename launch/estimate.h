@@ -108,7 +108,7 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
 // The rows per chunk of the head and loss (Note [Chunked loss]), 0 for whole logits: the requested
 // count where one is given (tp = 1); else, when activation checkpointing or an offload is on and
 // tp = 1, the largest power of two whose logits take at
-// most 256 MiB (at least 256 rows), when what the chunked head keeps (f32 dx and dW, one chunk's
+// most 512 MiB (at least 256 rows), when what the chunked head keeps (f32 dx and dW, one chunk's
 // logits) is at most three quarters of a micro-batch's whole logits.
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in);
 
