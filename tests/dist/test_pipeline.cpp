@@ -41,6 +41,7 @@ struct Case {
   ScheduleKind schedule;
   int pp, virtual_chunks, dp, zero_stage;
   CheckpointPolicy checkpointing = {};  // full: blocks recomputed in backward
+  int64_t loss_chunk_rows = 0;          // Note [Chunked loss] on the last stage; 0: whole logits
 };
 
 std::string case_name(const Case& c) {
@@ -52,10 +53,17 @@ std::string case_name(const Case& c) {
     if (r.every_k_blocks > 1) recompute += fmt::format("_k{}", r.every_k_blocks);
     if (r.num_blocks > 0) recompute += fmt::format("_first{}", r.num_blocks);
   }
-  return fmt::format("{}_pp{}_v{}_dp{}_zero{}{}", s, c.pp, c.virtual_chunks, c.dp, c.zero_stage, recompute);
+  const std::string chunked = c.loss_chunk_rows > 0 ? fmt::format("_loss_chunks{}", c.loss_chunk_rows) : "";
+  return fmt::format("{}_pp{}_v{}_dp{}_zero{}{}{}", s, c.pp, c.virtual_chunks, c.dp, c.zero_stage, recompute, chunked);
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
+
+GptConfig config_for(const Case& c, double dropout) {
+  GptConfig mc = tiny_config(dropout);
+  mc.loss_chunk_rows = c.loss_chunk_rows;
+  return mc;
+}
 
 // One rank's share of a pipelined run: mesh, stage model, engine, step.
 struct PipelineRank {
@@ -65,7 +73,7 @@ struct PipelineRank {
                                                              4 / (c.pp * c.virtual_chunks)),
                                             4, c.pp * c.virtual_chunks),
              c.pp, mesh.coord().pp),
-        model(tiny_config(dropout), Device::cpu(), 7, plan.owned_units()) {
+        model(config_for(c, dropout), Device::cpu(), 7, plan.owned_units()) {
     zero::ZeroConfig zc;
     zc.stage = c.zero_stage;
     zc.bucket_mb = 0.005;  // several buckets even for this small model
@@ -148,7 +156,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{ScheduleKind::interleaved, 2, 2, 2, 0},
                       // Each stage's 2 blocks as one segment; only each stage's first block.
                       Case{ScheduleKind::gpipe, 2, 1, 1, 0, {Recompute::full, 2}},
-                      Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, {Recompute::full, 1, 1}}),
+                      Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, {Recompute::full, 1, 1}},
+                      // The chunked loss on the last stage (its head copy of wte): 32 rows in 5s and 7s.
+                      Case{ScheduleKind::one_f_one_b, 2, 1, 1, 1, {}, 5},
+                      Case{ScheduleKind::interleaved, 2, 2, 2, 2, {Recompute::full, 1}, 7}),
     [](const auto& info) { return case_name(info.param); });
 
 TEST(PipelineTrace, IsValidJsonWithEveryRanksInstructions) {
