@@ -85,6 +85,30 @@ void split_operand(const Tensor& x, int64_t& batch, int64_t& rows, int64_t& cols
   }
 }
 
+// out = op(a) op(b) (+ out when accumulate) for out contiguous in a's dtype, or in f32 for 16-bit
+// operands: f32 and f64 straight through BLAS, 16-bit operands widened to f32 (and a 16-bit out
+// rounded once at the end).
+void gemm_out(const GemmShape& s, const Tensor& a, const Tensor& b, Tensor& out, bool accumulate, const char* api) {
+  dispatch_float(a.dtype(), api, [&]<typename T>() {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      batched_gemm<T>(s, static_cast<const T*>(a.raw_data()), static_cast<const T*>(b.raw_data()),
+                      accumulate ? T(1) : T(0), static_cast<T*>(out.raw_data()));
+    } else {
+      std::vector<float> a32 = widen<T>(a), b32 = widen<T>(b);
+      if (out.dtype() == DType::f32) {  // straight into an f32 accumulator
+        batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, static_cast<float*>(out.raw_data()));
+        return;
+      }
+      std::vector<float> c32 = accumulate ? widen<T>(out) : std::vector<float>(static_cast<size_t>(out.numel()));
+      batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, c32.data());
+      T* o = static_cast<T*>(out.raw_data());
+      const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) o[i] = from_compute<T>(c32[static_cast<size_t>(i)]);
+    }
+  });
+}
+
 }  // namespace
 
 Tensor CpuBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b, int64_t batch,
@@ -126,22 +150,7 @@ Tensor CpuBackend::gemm(const Tensor& a, const Tensor& b, bool transpose_a, bool
     Tensor acc_view = make_view(accumulate, out.shape(), contiguous_strides(out.shape()), accumulate.offset());
     copy_strided(acc_view, out);
   }
-  const bool beta_one = accumulate.defined();
-
-  dispatch_float(a.dtype(), "gemm", [&]<typename T>() {
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      batched_gemm<T>(s, static_cast<const T*>(a.raw_data()), static_cast<const T*>(b.raw_data()),
-                      beta_one ? T(1) : T(0), static_cast<T*>(out.raw_data()));
-    } else {
-      std::vector<float> a32 = widen<T>(a), b32 = widen<T>(b);
-      std::vector<float> c32 = beta_one ? widen<T>(out) : std::vector<float>(static_cast<size_t>(out.numel()));
-      batched_gemm<float>(s, a32.data(), b32.data(), beta_one ? 1.0f : 0.0f, c32.data());
-      T* o = static_cast<T*>(out.raw_data());
-      const int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) o[i] = from_compute<T>(c32[static_cast<size_t>(i)]);
-    }
-  });
+  gemm_out(s, a, b, out, accumulate.defined(), "gemm");
   return out;
 }
 
@@ -170,24 +179,7 @@ void CpuBackend::gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, b
            transpose_b ? " (transposed)" : "", ", out ", out.describe());
   ZT_CHECK(s.m <= INT_MAX && s.n <= INT_MAX && s.k <= INT_MAX, api, "matrix dimensions exceed BLAS int range: a ",
            a.describe(), ", b ", b.describe());
-  dispatch_float(a.dtype(), api, [&]<typename T>() {
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      batched_gemm<T>(s, static_cast<const T*>(a.raw_data()), static_cast<const T*>(b.raw_data()),
-                      accumulate ? T(1) : T(0), static_cast<T*>(out.raw_data()));
-    } else {
-      std::vector<float> a32 = widen<T>(a), b32 = widen<T>(b);
-      if (out.dtype() == DType::f32) {  // straight into the f32 accumulator
-        batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, static_cast<float*>(out.raw_data()));
-        return;
-      }
-      std::vector<float> c32 = accumulate ? widen<T>(out) : std::vector<float>(static_cast<size_t>(out.numel()));
-      batched_gemm<float>(s, a32.data(), b32.data(), accumulate ? 1.0f : 0.0f, c32.data());
-      T* o = static_cast<T*>(out.raw_data());
-      const int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) o[i] = from_compute<T>(c32[static_cast<size_t>(i)]);
-    }
-  });
+  gemm_out(s, a, b, out, accumulate, api);
 }
 
 }  // namespace zt
