@@ -163,6 +163,21 @@ int run_estimate(const EstimateArgs& a) {
     std::cout << fmt::format("fits in {:g} GiB per GPU: {} ({} needed{})\n", a.gpu_memory_gib,
                              need <= limit ? "yes" : "no", format_bytes(need),
                              need <= limit ? "" : fmt::format(", {} over", format_bytes(need - limit)));
+    // The levers in order: recompute some blocks (no host memory needed), then offload.
+    const bool all_checkpointed = in.checkpointing == ActivationCheckpointing::full && in.checkpoint_num_blocks == 0;
+    if (need > limit && in.dims && !all_checkpointed) {
+      if (const std::optional<int> n = fewest_checkpointed_blocks(in, limit)) {
+        MemoryEstimateInput with = in;
+        with.checkpointing = ActivationCheckpointing::full;
+        with.checkpoint_num_blocks = *n;
+        std::cout << fmt::format("fewest recomputed blocks that fit: --set parallel.activation_checkpointing=full "
+                                 "--set parallel.checkpoint_num_blocks={} ({} per GPU{})\n",
+                                 with.checkpoint_num_blocks, format_bytes(estimate_memory(with).worst().gpu_total()),
+                                 with.checkpoint_num_blocks == 0 ? "; 0: all blocks" : "");
+      } else {
+        std::cout << "even with every block checkpointed it does not fit without more savers\n";
+      }
+    }
     if ((need > limit || in.offload_optimizer) && in.zero_stage < 1) {
       std::cout << "optimizer offload needs parallel.zero_stage >= 1 (the CPU optimizer steps this rank's shard)\n";
     } else if (need > limit || in.offload_optimizer) {

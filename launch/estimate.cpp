@@ -344,6 +344,20 @@ std::optional<double> smallest_offload_fraction(MemoryEstimateInput in, int64_t 
   return std::nullopt;
 }
 
+std::optional<int> fewest_checkpointed_blocks(MemoryEstimateInput in, int64_t gpu_bytes) {
+  if (!in.dims) return std::nullopt;
+  const std::vector<int> chunks = chunk_sizes(in);
+  const int largest = *std::max_element(chunks.begin(), chunks.end());
+  in.checkpointing = ActivationCheckpointing::full;
+  // Upward from one block: the first count that fits is the fewest (checkpointing all blocks is not
+  // always the least: the last block left plain is freed before any re-run, Note [Activation memory]).
+  for (int n = 1; n <= largest; ++n) {
+    in.checkpoint_num_blocks = n == largest ? 0 : n;
+    if (estimate_memory(in).worst().gpu_total() <= gpu_bytes) return in.checkpoint_num_blocks;
+  }
+  return std::nullopt;
+}
+
 std::string format_bytes(int64_t bytes) {
   const double b = static_cast<double>(bytes);
   if (bytes >= (int64_t{1} << 30)) return fmt::format("{:.2f} GiB", b / (1 << 30));

@@ -127,4 +127,11 @@ std::string format_memory_estimate(const MemoryEstimate& estimate, const MemoryE
 // own offload settings are ignored: offload_optimizer is taken as on.
 std::optional<double> smallest_offload_fraction(MemoryEstimateInput in, int64_t gpu_bytes);
 
+// The parallel.checkpoint_num_blocks that recomputes the fewest blocks (of each model chunk, in
+// segments of checkpoint_every_k_blocks) with full activation checkpointing and lets the worst stage
+// need at most gpu_bytes per GPU, with `in`'s other settings (and the chunked loss that checkpointing
+// turns on by default); 0 when it takes all blocks. nullopt without model dims or when even all
+// blocks do not fit. `in`'s own checkpointing settings are ignored.
+std::optional<int> fewest_checkpointed_blocks(MemoryEstimateInput in, int64_t gpu_bytes);
+
 }  // namespace zt

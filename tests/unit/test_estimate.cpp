@@ -392,6 +392,39 @@ TEST(Estimate, ActivationsWithTheFirstBlocksCheckpointed) {
   }
 }
 
+// The fewest recomputed blocks that fit: the count returned fits and one fewer does not.
+TEST(Estimate, FewestCheckpointedBlocksThatFit) {
+  MemoryEstimateInput in = gpt2_124m(1, 2);
+  in.micro_batch_size = 16;
+  auto need = [&](int num_blocks) {
+    MemoryEstimateInput with = in;
+    with.checkpointing = ActivationCheckpointing::full;
+    with.checkpoint_num_blocks = num_blocks;
+    return estimate_memory(with).worst().gpu_total();
+  };
+  const int64_t none = estimate_memory(in).worst().gpu_total(), all = need(0);
+  ASSERT_LT(all, none);
+  for (int64_t limit : {need(3), need(7) + 1, need(11), (need(5) + need(6)) / 2}) {
+    const std::optional<int> n = fewest_checkpointed_blocks(in, limit);
+    ASSERT_TRUE(n.has_value()) << limit;
+    ASSERT_GE(*n, 1);
+    EXPECT_LE(need(*n), limit);
+    EXPECT_GT(*n == 1 ? none : need(*n - 1), limit) << *n;  // one block fewer does not fit
+  }
+  // Leaving the last block plain costs nothing (backward frees it before any re-run), so 11 blocks
+  // keep less than all 12 (one segment input fewer).
+  EXPECT_LT(need(11), all);
+  EXPECT_EQ(fewest_checkpointed_blocks(in, need(11)), 11);
+  int64_t least = all;
+  for (int n = 1; n < 12; ++n) least = std::min(least, need(n));
+  EXPECT_FALSE(fewest_checkpointed_blocks(in, least - 1).has_value());
+  in.checkpointing = ActivationCheckpointing::selective;  // the caller's own mode is ignored
+  EXPECT_EQ(fewest_checkpointed_blocks(in, need(4)), 4);
+  in.dims.reset();
+  in.parameter_count = 124'000'000;
+  EXPECT_FALSE(fewest_checkpointed_blocks(in, need(4)).has_value());
+}
+
 // Note [Chunked loss]: when the head runs in chunks, and what it keeps then.
 TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   MemoryEstimateInput in = gpt2_124m(1, 0);

@@ -278,6 +278,14 @@ TEST_F(Cli, EstimateSaysWhetherItFitsAndWhatOffloadMakesItFit) {
   ASSERT_EQ(tight.code, 0) << tight.output;
   EXPECT_NE(tight.output.find("fits in 2.5 GiB per GPU: no"), std::string::npos) << tight.output;
   EXPECT_NE(tight.output.find("--set parallel.offload_optimizer_fraction=0."), std::string::npos) << tight.output;
+  // 124M at micro-batch 16 (8.0 GiB) in 5 GiB: checkpointing 6 of the 12 blocks is the first lever.
+  const Exit big = run_binary("estimate --preset 124M --set parallel.dp=1 --set train.micro_batch_size=16 --gpu-memory 5",
+                              root);
+  ASSERT_EQ(big.code, 0) << big.output;
+  EXPECT_NE(big.output.find("fewest recomputed blocks that fit: --set parallel.activation_checkpointing=full --set "
+                            "parallel.checkpoint_num_blocks=6"),
+            std::string::npos)
+      << big.output;
   const Exit stage0 = run_binary(model + "--gpu-memory 1", root);
   EXPECT_NE(stage0.output.find("optimizer offload needs parallel.zero_stage >= 1"), std::string::npos) << stage0.output;
 }
