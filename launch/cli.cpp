@@ -156,12 +156,18 @@ int run_estimate(const EstimateArgs& a) {
   if (a.gpu_memory_gib > 0) {
     ZT_CHECK(std::isfinite(a.gpu_memory_gib), "estimate", "--gpu-memory must be a finite number of GiB, got ",
              a.gpu_memory_gib);
-    const int64_t limit = static_cast<int64_t>(a.gpu_memory_gib * 1024.0 * 1024.0 * 1024.0);
+    const int64_t card = static_cast<int64_t>(a.gpu_memory_gib * 1024.0 * 1024.0 * 1024.0);
+    // The estimate counts what zerotrain's tensors take. Beyond it the caching allocator holds split
+    // blocks it cannot hand out yet, and libraries take workspaces: runs sized to the estimate alone
+    // ran out of memory under a cap on an H200 (1.4 GiB cached but unusable at GPT-2 1.5B under 34
+    // GiB, 0.55 GiB at 124M under 5 GiB; docs/performance.md). So what fits leaves a tenth of the
+    // card, and at least 1 GiB, free.
+    const int64_t limit = card - std::max<int64_t>(int64_t{1} << 30, card / 10);
     const int64_t need = estimate.worst().gpu_total();
-    // The estimate counts what zerotrain allocates; measured peaks ran up to ~2 GiB above it (cuBLAS
-    // workspaces, a unit's gradient while it is reduced), so the margin is for the user to leave.
-    std::cout << fmt::format("fits in {:g} GiB per GPU: {} ({} needed{})\n", a.gpu_memory_gib,
-                             need <= limit ? "yes" : "no", format_bytes(need),
+    std::cout << fmt::format("fits in {:g} GiB per GPU ({} of estimate, the rest left for the allocator's cache and "
+                             "workspaces): {} ({} needed{})\n",
+                             a.gpu_memory_gib, format_bytes(std::max<int64_t>(limit, 0)), need <= limit ? "yes" : "no",
+                             format_bytes(need),
                              need <= limit ? "" : fmt::format(", {} over", format_bytes(need - limit)));
     // The levers in order: recompute some blocks (no host memory needed), then offload.
     const bool all_checkpointed = in.checkpointing == ActivationCheckpointing::full && in.checkpoint_num_blocks == 0;

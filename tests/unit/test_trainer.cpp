@@ -270,20 +270,25 @@ TEST_F(Cli, EstimateSaysWhetherItFitsAndWhatOffloadMakesItFit) {
   const std::string model = "estimate --preset 124M --set parallel.dp=1 --set train.micro_batch_size=4 ";
   const Exit roomy = run_binary(model + "--gpu-memory 100", root);
   ASSERT_EQ(roomy.code, 0) << roomy.output;
-  EXPECT_NE(roomy.output.find("fits in 100 GiB per GPU: yes"), std::string::npos) << roomy.output;
+  EXPECT_NE(roomy.output.find("fits in 100 GiB per GPU (90.00 GiB of estimate, the rest left for the allocator's "
+                               "cache and workspaces): yes"),
+            std::string::npos)
+      << roomy.output;
   EXPECT_EQ(roomy.output.find("smallest optimizer offload"), std::string::npos) << roomy.output;
-  // 124M at micro-batch 4 needs about 3.5 GiB with ZeRO-2 on one rank; 2.5 GiB needs part of the
-  // optimizer offloaded.
-  const Exit tight = run_binary(model + "--set parallel.zero_stage=2 --gpu-memory 2.5", root);
+  // 124M at micro-batch 4 needs about 3.5 GiB with ZeRO-2 on one rank; 3 GiB (2 GiB of estimate after
+  // the headroom) needs part of the optimizer offloaded.
+  const Exit tight = run_binary(model + "--set parallel.zero_stage=2 --gpu-memory 3", root);
   ASSERT_EQ(tight.code, 0) << tight.output;
-  EXPECT_NE(tight.output.find("fits in 2.5 GiB per GPU: no"), std::string::npos) << tight.output;
+  EXPECT_NE(tight.output.find("fits in 3 GiB per GPU (2.00 GiB of estimate"), std::string::npos) << tight.output;
+  EXPECT_NE(tight.output.find("): no (3.45 GiB needed"), std::string::npos) << tight.output;
   EXPECT_NE(tight.output.find("--set parallel.offload_optimizer_fraction=0."), std::string::npos) << tight.output;
-  // 124M at micro-batch 16 (8.0 GiB) in 5 GiB: checkpointing 6 of the 12 blocks is the first lever.
+  // 124M at micro-batch 16 (8.0 GiB) in 5 GiB (4 GiB of estimate): checkpointing 9 of the 12 blocks is
+  // the first lever.
   const Exit big = run_binary("estimate --preset 124M --set parallel.dp=1 --set train.micro_batch_size=16 --gpu-memory 5",
                               root);
   ASSERT_EQ(big.code, 0) << big.output;
   EXPECT_NE(big.output.find("fewest recomputed blocks that fit: --set parallel.activation_checkpointing=full --set "
-                            "parallel.checkpoint_num_blocks=6"),
+                            "parallel.checkpoint_num_blocks=9"),
             std::string::npos)
       << big.output;
   const Exit stage0 = run_binary(model + "--gpu-memory 1", root);
