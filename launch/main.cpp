@@ -21,8 +21,10 @@ int main(int argc, char** argv) {
     return zt::cli::run_selected(app, commands, argc, argv);
   } catch (const zt::OutOfMemoryError& e) {
     std::fprintf(stderr, "zerotrain: %s\n", e.what());
-    std::fprintf(stderr, "zerotrain: try `zerotrain estimate` with this config, a higher parallel.zero_stage, "
-                         "parallel.activation_checkpointing, or a smaller train.micro_batch_size\n");
+    std::fprintf(stderr, "zerotrain: try `zerotrain estimate` with this config and --gpu-memory <GiB per GPU>: it "
+                         "prints the fewest blocks to recompute (parallel.checkpoint_num_blocks) and the smallest "
+                         "optimizer offload that fit; or a higher parallel.zero_stage, or a smaller "
+                         "train.micro_batch_size\n");
     return 3;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "zerotrain: %s\n", e.what());
