@@ -78,15 +78,7 @@ CrossEntropyResult CpuBackend::cross_entropy(const Tensor& logits, const Tensor&
       losses[i] = lse[i] - static_cast<C>(to_compute(row[t]));
     }
   });
-  int64_t count = 0;
-  for (int64_t t : target) count += t != ignore_index;
-  r.inv_count = empty({}, loss_dtype(logits.dtype()), Device::cpu());
-  const double inv = count == 0 ? 0.0 : 1.0 / static_cast<double>(count);
-  if (r.inv_count.dtype() == DType::f64) {
-    *static_cast<double*>(r.inv_count.raw_data()) = inv;
-  } else {
-    *static_cast<float*>(r.inv_count.raw_data()) = static_cast<float>(inv);
-  }
+  r.inv_count = inverse_target_count(targets, ignore_index, valid_vocab, loss_dtype(logits.dtype()));
   return r;
 }
 

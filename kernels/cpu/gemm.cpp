@@ -160,8 +160,7 @@ void CpuBackend::gemm_into(const Tensor& a, const Tensor& b, bool transpose_a, b
   ZT_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2, api, "needs 2-D a, b and out, got a ", a.describe(),
            ", b ", b.describe(), ", out ", out.describe());
   ZT_CHECK(a.dtype() == b.dtype(), api, "dtypes differ: a is ", a.describe(), ", b is ", b.describe());
-  const bool half = a.dtype() == DType::bf16 || a.dtype() == DType::f16;
-  ZT_CHECK(out.dtype() == a.dtype() || (half && out.dtype() == DType::f32), api, "out ", out.describe(),
+  ZT_CHECK(out.dtype() == a.dtype() || (is_half(a.dtype()) && out.dtype() == DType::f32), api, "out ", out.describe(),
            " must have the operands' dtype (", dtype_name(a.dtype()), ") or f32 for 16-bit operands");
   ZT_CHECK(a.device().is_cpu() && b.device().is_cpu() && out.device().is_cpu(), api, "cpu kernel got a ",
            a.describe(), ", b ", b.describe(), ", out ", out.describe());
