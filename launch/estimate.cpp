@@ -102,8 +102,8 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
   if (in.tp > 1 || in.loss_chunk_rows == 0 || !in.dims) return 0;
   if (in.loss_chunk_rows > 0) return in.loss_chunk_rows;
-  // Chosen only for runs that already trade speed for memory: the chunked head costs a few percent
-  // of a step (GPT-2 124M, B=16 on an H200: 475k against 493k tokens/s; docs/performance.md).
+  // Chosen only for runs that already trade speed for memory: the chunked head costs 1-3% of a step
+  // (GPT-2 124M, B=16 on an H200; docs/performance.md).
   if (in.checkpointing == ActivationCheckpointing::none && !in.offload_optimizer && !in.offload_params) return 0;
   const GptDims& d = *in.dims;
   const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab, C = d.d_model;
@@ -225,14 +225,14 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
     bytes += io_held * embed;
   }
   const int64_t chunk_rows = resolved_loss_chunk_rows(in);
+  const int64_t final_norm = e * B * T_whole * C + 8 * B * T_whole;  // its input and statistics
   if (s == in.pp - 1 && chunk_rows > 0) {
     // Note [Chunked loss]: the f32 dx and dW made in the forward, not the logits nor the head's
     // input; once, one chunk's logits (forward) or the rounded dW beside the f32 one (backward).
-    const int64_t head = e * B * T_whole * C + 8 * B * T_whole  // final layernorm input and statistics
-                         + 4 * B * T * C + 4 * d.padded_vocab * C + 4 * B * T;
+    const int64_t head = final_norm + 4 * B * T * C + 4 * d.padded_vocab * C + 4 * B * T;
     bytes += io_held * head + std::max(e * chunk_rows * d.padded_vocab, e * d.padded_vocab * C);
   } else if (s == in.pp - 1) {
-    const int64_t head = e * B * T_whole * C + 8 * B * T_whole      // final layernorm input and statistics
+    const int64_t head = final_norm
                          + e * B * T * C                              // head input, gathered over sequence parallel
                          // the logits; their gradient is written over them in one process (Note
                          // [Logits in place] in core/ops/cross_entropy.cpp) and beside them under
