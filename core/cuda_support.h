@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/allocator.h"
+#include "core/gemm_tuning.h"
 
 namespace zt {
 class Backend;
@@ -27,6 +28,15 @@ Allocator& pinned_host_allocator();
 const Backend& backend();
 std::string device_name(int device);
 void synchronize(int device);
+// Note [GEMM tuning file] (core/gemm_tuning.h): whether cuda:device times cuBLASLt's candidates at
+// the first call of each new product (off: cuBLASLt's first heuristic choice); the library and GPU
+// the choices are valid for; the choices timed so far (with those taken from a table and not yet
+// used), sorted; and a table to use from now on, replacing earlier choices for its problems. A
+// table for another library or GPU is not used (returns false).
+void set_gemm_autotune(int device, bool on);
+std::string gemm_library(int device);
+GemmTuning gemm_tuning(int device);
+bool use_gemm_tuning(int device, const GemmTuning& tuning);
 // Versions of the CUDA runtime, driver, cuBLASLt and cuDNN, for `zerotrain info`.
 std::string version_info();
 

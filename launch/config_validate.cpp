@@ -69,6 +69,9 @@ void check_schedule_and_train(const TrainConfig& cfg, Problems& p) {
           t.device_memory_limit_gib());
   if (t.device_memory_limit_gib() > 0 && t.device() == zerotrain::TrainingConfig::cpu)
     p.add("train.device_memory_limit_gib ({}) applies to GPUs, but train.device is cpu", t.device_memory_limit_gib());
+  if (!t.gemm_tuning_file().empty() && t.gemm_algorithms() != zerotrain::TrainingConfig::tuned)
+    p.add("train.gemm_tuning_file ('{}') is read only with train.gemm_algorithms: tuned (it is heuristic)",
+          t.gemm_tuning_file());
   p.at_least("schedule.warmup_steps", s.warmup_steps(), 0);
   if (t.steps() >= 1 && s.warmup_steps() > t.steps())
     p.add("schedule.warmup_steps ({}) must be <= train.steps ({})", s.warmup_steps(), t.steps());

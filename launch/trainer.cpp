@@ -11,6 +11,7 @@
 #include "launch/data/loader.h"
 #include "launch/data/tokenizer.h"
 #include "launch/estimate.h"
+#include "launch/gemm_tuning_sync.h"
 #include "launch/input_staging.h"
 #include "launch/model_parallel.h"
 #include "launch/pipeline_step.h"
@@ -115,6 +116,7 @@ class Run {
   std::unique_ptr<zero::ZeroEngine> engine_;
   std::unique_ptr<PipelineTraining> pipeline_;  // parallel.pp > 1 (launch/pipeline_step.h)
   CheckpointPolicy checkpointing_;  // parallel.activation_checkpointing and its settings
+  std::unique_ptr<GemmTuningSync> gemm_tuning_;  // train.gemm_algorithms (Note [GEMM tuning file])
 };
 
 double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
@@ -135,7 +137,9 @@ double Run::evaluate(data::DataLoader& loader, int64_t micro_batches) {
 
 std::string Run::sample(int64_t tokens, uint64_t seed) {
   const std::vector<int32_t> prompt = tokenizer_->encode("The ");
+  gemm_tuning_->pause_timing(true);
   std::vector<int32_t> out = model_->generate(*engine_, prompt, tokens, 0.8, 40, seed);
+  gemm_tuning_->pause_timing(false);
   std::vector<int32_t> printable;
   for (int32_t t : out)
     if (t < tokenizer_->vocab_size() && t != tokenizer_->eot_token()) printable.push_back(t);
@@ -153,6 +157,7 @@ TrainOutcome Run::execute() {
     say(fmt::format("{}: allocations capped at {:.1f} GiB (train.device_memory_limit_gib)", device_.str(),
                     tc.device_memory_limit_gib()));
   }
+  gemm_tuning_ = std::make_unique<GemmTuningSync>(cfg_, world_, device_, [this](const std::string& line) { say(line); });
   tokenizer_ = make_tokenizer(cfg_.data().tokenizer());
   const GptDims dims = model_dims(cfg_);
   ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,
@@ -314,6 +319,7 @@ TrainOutcome Run::execute() {
     state.loss_scale = scaler.scale();
     state.loss_scale_clean_steps = scaler.clean_steps();
     state.loss_scale_skipped_steps = scaler.skipped_steps();
+    gemm_tuning_->share();  // the file holds every choice a resume from this checkpoint will meet
     const std::string dir = tensor_parallel_ ? tensor_parallel_->checkpoint_dir(cc.dir()) : cc.dir();
     std::filesystem::create_directories(dir);
     std::string path = save_checkpoint(dir, state, *engine_, mc, config_to_text(cfg_),
@@ -414,6 +420,7 @@ TrainOutcome Run::execute() {
       window_steps = 0;
     }
     pending = std::move(now);
+    if (done == start_step + 1) gemm_tuning_->share();  // Note [GEMM tuning file]
     const int val_every = cfg_.data().val_every();
     const bool validate = val_loader && ((val_every > 0 && done % val_every == 0) || done == tc.steps());
     const bool sample_now = sampling && (done % lc.sample_every() == 0 || done == tc.steps());

@@ -7,11 +7,14 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+
+#include "core/gemm_tuning.h"
 
 namespace zt::cuda {
 
@@ -58,6 +61,14 @@ struct GemmState {
   std::unordered_map<cudaStream_t, void*> workspaces;
   // nullopt: cuBLASLt has no algorithm (remembered so a declined epilogue is not asked again).
   std::unordered_map<GemmKey, std::optional<cublasLtMatmulAlgo_t>, GemmKeyHash> algorithms;
+  // Note [GEMM tuning file]: the choices made with autotuning on (what gemm_tuning exports), and
+  // those taken from a table that wait for their problem's first call (checked against it then).
+  std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> tuned;
+  std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> imported;
 };
+
+// The key as the tuning file's fields (core/gemm_tuning.h), and back.
+std::array<int64_t, GemmTuningEntry::kKeyFields> key_fields(const GemmKey& key);
+GemmKey key_from_fields(const std::array<int64_t, GemmTuningEntry::kKeyFields>& fields);
 
 }  // namespace zt::cuda

@@ -20,6 +20,10 @@ Allocator& pinned_host_allocator() { return allocator_for(Device::cpu()); }
 const Backend& backend() { no_cuda("cuda.backend"); }
 std::string device_name(int) { no_cuda("cuda.device_name"); }
 void synchronize(int) { no_cuda("cuda.synchronize"); }
+void set_gemm_autotune(int, bool) { no_cuda("cuda.set_gemm_autotune"); }
+std::string gemm_library(int) { no_cuda("cuda.gemm_library"); }
+GemmTuning gemm_tuning(int) { no_cuda("cuda.gemm_tuning"); }
+bool use_gemm_tuning(int, const GemmTuning&) { no_cuda("cuda.use_gemm_tuning"); }
 std::string version_info() { return "CUDA: not built"; }
 void StreamFence::wait() const {}
 StreamFence upload_async(void*, int, const void*, size_t) { no_cuda("cuda.upload_async"); }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include "core/cuda_support.h"
+#include "launch/config.h"
+#include "launch/gemm_tuning_sync.h"
 #include "launch/launcher.h"
 #include "parallel/comm/environment.h"
 #include "parallel/comm/mpi_communicator.h"
@@ -426,6 +429,49 @@ TEST(Launcher, ChoosesGpuByLocalRank) {
   if (!cuda::is_available()) {
     EXPECT_THROW(place_process(DeviceType::cuda), Error);
   }
+}
+
+// Note [GEMM tuning file]: rank r times problems r..r+2 (neighbours share two), with r + 100 in its
+// algorithm words; the last of 4 ranks has another library. Every rank builds every rank's table,
+// so the merge is checked against merge_gemm_tuning of the tables themselves.
+GemmTuning rank_tuning(int r, int size) {
+  GemmTuning t;
+  t.library = size == 4 && r == 3 ? "cuBLASLt 1 | another GPU" : "cuBLASLt 130000 | NVIDIA H200 | sm_90 | 132 SMs";
+  for (int p = r; p < r + 3; ++p) {
+    GemmTuningEntry e;
+    e.key.fill(-p);
+    e.key[6] = 1000 + p;
+    for (size_t j = 0; j < 8; ++j) e.algorithm[j] = (uint64_t{1} << 63) | static_cast<uint64_t>(r + 100) << j;
+    t.entries.push_back(e);
+  }
+  if (r == 1) t.entries.clear();  // a rank with no products of its own (a pipeline stage, say)
+  return t;
+}
+
+TEST_F(Comm, GemmTuningGathersEveryRanksChoicesInRankOrder) {
+  const int n = world->size();
+  std::vector<GemmTuning> tables;
+  for (int r = 0; r < n; ++r) tables.push_back(rank_tuning(r, n));
+  const GemmTuning merged = gather_gemm_tuning(*world, rank_tuning(world->rank(), n));
+  EXPECT_EQ(merged, merge_gemm_tuning(tables));
+  EXPECT_EQ(merged.library, tables[0].library);
+  for (const GemmTuningEntry& e : merged.entries) EXPECT_NE(e.key[6], 1000 + 5) << "rank 3's other library";
+  // Nobody timed anything: an empty table of rank 0's library.
+  GemmTuning none;
+  none.library = "L";
+  EXPECT_EQ(gather_gemm_tuning(*world, none), none);
+}
+
+TEST_F(Comm, GemmTuningDoesNothingOnTheCpu) {
+  TrainConfig cfg = parse_config_text("model { preset: tiny }\ntrain { gemm_algorithms: tuned }\n", "t.pbtxt");
+  std::vector<std::string> said;
+  GemmTuningSync sync(cfg, *world, Device::cpu(), [&](const std::string& s) { said.push_back(s); });
+  EXPECT_FALSE(sync.active());
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("has no effect on the CPU"), std::string::npos);
+  sync.share();  // no collective, no file
+  sync.pause_timing(true);
+  EXPECT_FALSE(std::filesystem::exists(gemm_tuning_path(cfg)));
 }
 
 }  // namespace

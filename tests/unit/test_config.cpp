@@ -202,6 +202,8 @@ TEST(Config, ValidationReportsEachRangeWithItsPath) {
        "train.device_memory_limit_gib = -1: must be >= 0 and finite (0: the whole card)"},
       {{"train.device=cpu", "train.device_memory_limit_gib=80"},
        "train.device_memory_limit_gib (80) applies to GPUs, but train.device is cpu"},
+      {{"train.gemm_tuning_file=/tmp/t.txt"},
+       "train.gemm_tuning_file ('/tmp/t.txt') is read only with train.gemm_algorithms: tuned (it is heuristic)"},
       {{"train.steps=10", "schedule.warmup_steps=20"}, "schedule.warmup_steps (20) must be <= train.steps (10)"},
       {{"schedule.min_lr_ratio=1.5"}, "schedule.min_lr_ratio = 1.5: must be in [0, 1]"},
       {{"precision.loss_scale_backoff=1"}, "precision.loss_scale_backoff = 1: must be in (0, 1)"},
