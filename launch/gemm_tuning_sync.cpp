@@ -108,16 +108,33 @@ std::string gemm_tuning_path(const TrainConfig& cfg) {
   return (std::filesystem::path(cfg.checkpoint().dir()) / "gemm_tuning.txt").string();
 }
 
-GemmTuningSync::GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world, Device device, Say say)
-    : world_(world), device_(device), say_(std::move(say)) {
+namespace {
+class CudaGemmTuner final : public GemmTuner {
+ public:
+  explicit CudaGemmTuner(int device) : device_(device) {}
+  void set_autotune(bool on) override { cuda::set_gemm_autotune(device_, on); }
+  std::string library() const override { return cuda::gemm_library(device_); }
+  GemmTuning tuning() const override { return cuda::gemm_tuning(device_); }
+  bool use(const GemmTuning& tuning) override { return cuda::use_gemm_tuning(device_, tuning); }
+
+ private:
+  int device_;
+};
+}  // namespace
+
+std::unique_ptr<GemmTuner> cuda_gemm_tuner(int device) { return std::make_unique<CudaGemmTuner>(device); }
+
+GemmTuningSync::GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world, std::unique_ptr<GemmTuner> tuner,
+                               Say say)
+    : world_(world), tuner_(std::move(tuner)), say_(std::move(say)) {
   if (cfg.train().gemm_algorithms() != zerotrain::TrainingConfig::tuned) return;
-  if (!device.is_cuda()) {
+  if (!tuner_) {
     say_("train.gemm_algorithms: tuned has no effect on the CPU (its products have one algorithm)");
     return;
   }
   active_ = true;
   path_ = gemm_tuning_path(cfg);
-  cuda::set_gemm_autotune(device.index, true);
+  tuner_->set_autotune(true);
   const std::optional<GemmTuning> file = path_.empty() ? std::nullopt : read_gemm_tuning_file(path_);
   if (!file) {
     say_(fmt::format("GEMM algorithms: timing cuBLASLt's candidates at each product's first call{}",
@@ -125,9 +142,9 @@ GemmTuningSync::GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world
                                    : ", kept in " + path_ + " after the first step"));
     return;
   }
-  if (!cuda::use_gemm_tuning(device.index, *file)) {
+  if (!tuner_->use(*file)) {
     say_(fmt::format("GEMM algorithms: {} was timed with {}, this is {}; timing again and replacing it", path_,
-                     file->library, cuda::gemm_library(device.index)));
+                     file->library, tuner_->library()));
     return;
   }
   written_ = *file;
@@ -136,8 +153,8 @@ GemmTuningSync::GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world
 
 void GemmTuningSync::share() {
   if (!active_) return;
-  const GemmTuning merged = gather_gemm_tuning(world_, cuda::gemm_tuning(device_.index));
-  cuda::use_gemm_tuning(device_.index, merged);  // every rank rounds each problem alike from here on
+  const GemmTuning merged = gather_gemm_tuning(world_, tuner_->tuning());
+  tuner_->use(merged);  // every rank rounds each problem alike from here on
   if (world_.rank() != 0 || path_.empty()) return;
   const bool grown = std::any_of(merged.entries.begin(), merged.entries.end(), [&](const GemmTuningEntry& e) {
     return std::find(written_.entries.begin(), written_.entries.end(), e) == written_.entries.end();
@@ -151,7 +168,7 @@ void GemmTuningSync::share() {
 }
 
 void GemmTuningSync::pause_timing(bool paused) {
-  if (active_) cuda::set_gemm_autotune(device_.index, !paused);
+  if (active_) tuner_->set_autotune(!paused);
 }
 
 }  // namespace zt

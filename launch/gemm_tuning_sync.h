@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -25,12 +26,28 @@ void write_gemm_tuning_file(const std::string& path, const GemmTuning& tuning);
 // The path train.gemm_tuning_file names, or <checkpoint.dir>/gemm_tuning.txt; empty when neither is set.
 std::string gemm_tuning_path(const TrainConfig& cfg);
 
+// What GemmTuningSync needs of one device's matrix products: the CUDA backend's GEMM state
+// (cuda_gemm_tuner), or a test's stand-in.
+class GemmTuner {
+ public:
+  virtual ~GemmTuner() = default;
+  virtual void set_autotune(bool on) = 0;
+  virtual std::string library() const = 0;
+  virtual GemmTuning tuning() const = 0;
+  // Uses the table's choices from now on; false (and nothing used) for another library's table.
+  virtual bool use(const GemmTuning& tuning) = 0;
+};
+
+// cuda:device's (core/cuda_support.h).
+std::unique_ptr<GemmTuner> cuda_gemm_tuner(int device);
+
 class GemmTuningSync {
  public:
   using Say = std::function<void(const std::string&)>;
-  // With train.gemm_algorithms = tuned on a GPU: autotuning on, and the file's choices in use when
-  // the file is there and was timed with this library and GPU. Otherwise inactive.
-  GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world, Device device, Say say);
+  // With train.gemm_algorithms = tuned and a tuner (a GPU): autotuning on, and the file's choices in
+  // use when the file is there and was timed with this library and GPU. Otherwise inactive (no
+  // tuner: a CPU run, which is told the setting does nothing).
+  GemmTuningSync(const TrainConfig& cfg, comm::Communicator& world, std::unique_ptr<GemmTuner> tuner, Say say);
   bool active() const { return active_; }
   // Collective: the merged choices of every rank in use on every rank, and written to the file by
   // rank 0 when it holds choices the file does not. Call after the first step and before checkpoints.
@@ -41,7 +58,7 @@ class GemmTuningSync {
 
  private:
   comm::Communicator& world_;
-  Device device_;
+  std::unique_ptr<GemmTuner> tuner_;
   Say say_;
   bool active_ = false;
   std::string path_;

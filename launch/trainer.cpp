@@ -157,7 +157,8 @@ TrainOutcome Run::execute() {
     say(fmt::format("{}: allocations capped at {:.1f} GiB (train.device_memory_limit_gib)", device_.str(),
                     tc.device_memory_limit_gib()));
   }
-  gemm_tuning_ = std::make_unique<GemmTuningSync>(cfg_, world_, device_, [this](const std::string& line) { say(line); });
+  gemm_tuning_ = std::make_unique<GemmTuningSync>(cfg_, world_, device_.is_cuda() ? cuda_gemm_tuner(device_.index) : nullptr,
+                                                  [this](const std::string& line) { say(line); });
   tokenizer_ = make_tokenizer(cfg_.data().tokenizer());
   const GptDims dims = model_dims(cfg_);
   ZT_CHECK(tokenizer_->vocab_size() <= dims.vocab_size, "train", "model.vocab_size (", dims.vocab_size,

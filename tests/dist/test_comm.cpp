@@ -4,6 +4,7 @@
 // Integer-valued inputs make sums exact in every dtype and any order, so those checks are exact;
 // random normal inputs check f32/f64/bf16/f16 sums against a serial f64 sum within rounding.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -465,13 +467,113 @@ TEST_F(Comm, GemmTuningGathersEveryRanksChoicesInRankOrder) {
 TEST_F(Comm, GemmTuningDoesNothingOnTheCpu) {
   TrainConfig cfg = parse_config_text("model { preset: tiny }\ntrain { gemm_algorithms: tuned }\n", "t.pbtxt");
   std::vector<std::string> said;
-  GemmTuningSync sync(cfg, *world, Device::cpu(), [&](const std::string& s) { said.push_back(s); });
+  GemmTuningSync sync(cfg, *world, nullptr, [&](const std::string& s) { said.push_back(s); });
   EXPECT_FALSE(sync.active());
   ASSERT_EQ(said.size(), 1u);
   EXPECT_NE(said[0].find("has no effect on the CPU"), std::string::npos);
   sync.share();  // no collective, no file
   sync.pause_timing(true);
   EXPECT_FALSE(std::filesystem::exists(gemm_tuning_path(cfg)));
+}
+
+// A device whose products were "timed" as rank_tuning says; it records what it is told.
+class FakeTuner final : public GemmTuner {
+ public:
+  explicit FakeTuner(GemmTuning timed, bool* autotune, std::vector<GemmTuning>* used)
+      : timed_(std::move(timed)), autotune_(autotune), used_(used) {}
+  void set_autotune(bool on) override { *autotune_ = on; }
+  std::string library() const override { return timed_.library; }
+  GemmTuning tuning() const override { return timed_; }
+  bool use(const GemmTuning& t) override {
+    if (t.library != timed_.library) return false;
+    used_->push_back(t);
+    timed_ = merge_gemm_tuning({t, timed_});  // the table's choices replace this rank's
+    return true;
+  }
+
+ private:
+  GemmTuning timed_;
+  bool* autotune_;
+  std::vector<GemmTuning>* used_;
+};
+
+// The trainer's sequence: start (no file), share after the first step (every rank gets the merged
+// table, rank 0 writes it), share again at a checkpoint (nothing new: no write), a later run that
+// reads the file, and a file from another library, which is set aside and replaced.
+TEST_F(Comm, GemmTuningSharesWritesAndReadsTheFile) {
+  const int n = world->size();
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / fmt::format("zt_gemm_tuning_sync_np{}", n);  // np1, np2, np4 may run at once
+  if (rank() == 0) std::filesystem::remove_all(dir);
+  world->barrier()->wait();
+  TrainConfig cfg = parse_config_text("model { preset: tiny }\ntrain { gemm_algorithms: tuned }\n", "t.pbtxt");
+  cfg.mutable_checkpoint()->set_dir(dir.string());
+  const std::string path = gemm_tuning_path(cfg);
+  std::vector<GemmTuning> tables;
+  for (int r = 0; r < n; ++r) tables.push_back(rank_tuning(r, n));
+  const GemmTuning merged = merge_gemm_tuning(tables);
+  std::vector<std::string> said;
+  auto say = [&](const std::string& s) { said.push_back(s); };
+
+  bool autotune = false;
+  std::vector<GemmTuning> used;
+  {
+    GemmTuningSync sync(cfg, *world, std::make_unique<FakeTuner>(rank_tuning(rank(), n), &autotune, &used), say);
+    EXPECT_TRUE(sync.active());
+    EXPECT_TRUE(autotune);
+    EXPECT_NE(said.back().find("kept in " + path + " after the first step"), std::string::npos);
+    sync.share();
+    world->barrier()->wait();
+    // Rank 3 of 4 has another library: it keeps its own choices.
+    ASSERT_EQ(used.size(), size() == 4 && rank() == 3 ? 0u : 1u);
+    if (!used.empty()) {
+      EXPECT_EQ(used[0], merged);
+    }
+    EXPECT_EQ(read_gemm_tuning_file(path), merged);
+    if (rank() == 0) {
+      EXPECT_EQ(said.back(), fmt::format("GEMM algorithms: {} choices written to {}", merged.entries.size(), path));
+    }
+    world->barrier()->wait();
+    if (rank() == 0) std::filesystem::remove(path);
+    world->barrier()->wait();
+    sync.share();  // the same choices: the file is not written again
+    world->barrier()->wait();
+    EXPECT_FALSE(std::filesystem::exists(path));
+    sync.pause_timing(true);
+    EXPECT_FALSE(autotune);
+  }
+  if (rank() == 0) write_gemm_tuning_file(path, merged);
+  world->barrier()->wait();
+  used.clear();
+  said.clear();
+  {
+    GemmTuningSync later(cfg, *world, std::make_unique<FakeTuner>(rank_tuning(rank(), n), &autotune, &used), say);
+    if (!(size() == 4 && rank() == 3)) {
+      ASSERT_EQ(used.size(), 1u);
+      EXPECT_EQ(used[0], merged);
+      EXPECT_EQ(said.back(), fmt::format("GEMM algorithms: {} choices from {}", merged.entries.size(), path));
+    } else {
+      EXPECT_NE(said.back().find("was timed with " + merged.library + ", this is cuBLASLt 1 | another GPU"),
+                std::string::npos);
+    }
+    later.share();
+  }
+  world->barrier()->wait();
+  // Rank 0's library wrote the file; a file from elsewhere is replaced at the first share.
+  if (rank() == 0) {
+    GemmTuning foreign = merged;
+    foreign.library = "cuBLASLt 1 | elsewhere";
+    write_gemm_tuning_file(path, foreign);
+  }
+  world->barrier()->wait();
+  {
+    GemmTuningSync replaced(cfg, *world, std::make_unique<FakeTuner>(rank_tuning(rank(), n), &autotune, &used), say);
+    EXPECT_NE(said.back().find("timing again and replacing it"), std::string::npos);
+    replaced.share();
+  }
+  world->barrier()->wait();
+  EXPECT_EQ(read_gemm_tuning_file(path), merged);
+  world->barrier()->wait();
+  if (rank() == 0) std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "launch/data/loader.h"
 #include "launch/data/shard.h"
+#include "error_text.h"
 
 namespace zt::data {
 
@@ -22,14 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::vector<int32_t> random_tokens(size_t n, int32_t limit, uint32_t seed) {
   std::mt19937 gen(seed);

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "launch/data/shard.h"
+#include "error_text.h"
 
 namespace zt::data {
 namespace {
@@ -46,14 +47,7 @@ std::vector<int32_t> random_tokens(size_t n, int32_t limit, uint32_t seed) {
   return tokens;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST_F(ShardTest, RoundTripMatchesTheFormatByteForByte) {
   const std::vector<int32_t> tokens = random_tokens(10007, 65536, 1);

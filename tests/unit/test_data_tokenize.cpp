@@ -11,20 +11,14 @@
 #include "launch/data/loader.h"
 #include "launch/data/shard.h"
 #include "launch/data/tokenize.h"
+#include "error_text.h"
 
 namespace zt::data {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // Random "sentences" of words, some non-ASCII, so byte ids cover a wide range.
 std::string random_text(std::mt19937& gen, size_t words) {

@@ -13,6 +13,7 @@
 #include "core/gemm_tuning.h"
 #include "launch/config.h"
 #include "launch/gemm_tuning_sync.h"
+#include "error_text.h"
 
 namespace zt {
 namespace {
@@ -29,14 +30,7 @@ GemmTuning table(const std::string& library, std::vector<GemmTuningEntry> entrie
   return GemmTuning{library, std::move(entries)};
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(GemmTuningFormat, RoundTripsEveryField) {
   const GemmTuning t = table("cuBLASLt 130000 | NVIDIA H200 | sm_90 | 132 SMs", {entry(1, 5), entry(16384, 0xdeadbeef)});

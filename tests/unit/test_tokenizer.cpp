@@ -14,20 +14,14 @@
 #include "core/error.h"
 #include "launch/data/pretokenize.h"
 #include "launch/data/tokenizer.h"
+#include "error_text.h"
 
 namespace zt::data {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(ByteTokenizer, RoundTripsRandomBytes) {
   const ByteTokenizer tok;
