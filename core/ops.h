@@ -112,6 +112,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // tensor (f64 for f64 inputs).
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t chunk_rows,
                             int64_t ignore_index = -100, int64_t valid_vocab = -1);
+// The backward of a head whose gradients were made in the forward (Note [Chunked loss]): records
+// on `loss` that x's gradient is dx * g * inv_count and weight's dw * g * inv_count (g: loss's
+// incoming gradient), dx [N, C] and dw [V, C] in the accumulation dtype, inv_count 0-d, all on x's
+// device, rounded to x's and weight's dtypes then. Undefined dx or dw: that input gets none.
+void record_precomputed_head_gradients(const Tensor& x, const Tensor& weight, Tensor& loss, Tensor dx, Tensor dw,
+                                       Tensor inv_count);
 // Inverted dropout with a counter-based mask: element i is kept when draw (seed, offset + i) >= p.
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, bool training = true);
 

@@ -161,9 +161,6 @@ void check_parallel(const TrainConfig& cfg, Problems& p) {
   p.at_least("parallel.checkpoint_every_k_blocks", par.checkpoint_every_k_blocks(), 1);
   p.at_least("parallel.checkpoint_num_blocks", par.checkpoint_num_blocks(), 0);
   p.at_least("parallel.loss_chunk_rows", par.loss_chunk_rows(), -1);
-  if (par.loss_chunk_rows() > 0 && par.tp() > 1)
-    p.add("parallel.loss_chunk_rows ({}) needs parallel.tp = 1 (it is {}): vocabulary-parallel cross-entropy already "
-          "splits the logits; use -1 or 0", par.loss_chunk_rows(), par.tp());
   if (par.zero_stage() < 0 || par.zero_stage() > 3)
     p.add("parallel.zero_stage = {}: must be 0, 1, 2 or 3", par.zero_stage());
   if (!(par.bucket_mb() > 0 && std::isfinite(par.bucket_mb())))

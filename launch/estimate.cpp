@@ -100,21 +100,34 @@ int64_t local_seq_len(const MemoryEstimateInput& in, const GptDims& d) {
 // Not counted: the CUDA context and library workspaces, allocator fragmentation, transient gradient
 // tensors of the block being differentiated.
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
-  if (in.tp > 1 || in.loss_chunk_rows == 0 || !in.dims) return 0;
+  if (in.loss_chunk_rows == 0 || !in.dims) return 0;
   if (in.loss_chunk_rows > 0) return in.loss_chunk_rows;
   // Chosen only for runs that already trade speed for memory: the chunked head costs 1-3% of a step
   // (GPT-2 124M, B=16 on an H200; docs/performance.md).
   if (in.checkpointing == ActivationCheckpointing::none && !in.offload_optimizer && !in.offload_params) return 0;
   const GptDims& d = *in.dims;
-  const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab, C = d.d_model;
+  const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab / in.tp, C = d.d_model;
   const int64_t N = in.micro_batch_size * (in.seq_len > 0 ? in.seq_len : d.seq_len);
-  // 512 MiB: at GPT-2 124M (B=16) chunks of 4096 rows cost 1% of a step, of 2048 rows 3.4%
-  // (the f32 dW is read and written once per chunk), for 0.19 GiB more (docs/performance.md).
+  // 512 MiB of a chunk's transient logits: at GPT-2 124M (B=16) chunks of 4096 rows cost 1% of a
+  // step, of 2048 rows 3.4% (the f32 dW is read and written once per chunk), for 0.19 GiB more
+  // (docs/performance.md).
+  const int64_t per_row = loss_chunk_bytes_per_row(in);
   int64_t rows = 256;
-  while (rows * 2 * e * V <= (int64_t{512} << 20)) rows *= 2;
+  while (rows * 2 * per_row <= (int64_t{512} << 20)) rows *= 2;
   if (rows >= N) return 0;  // one chunk: its logits are the whole logits
-  const int64_t chunked = 4 * N * C + 4 * V * C + e * rows * V, whole = e * N * V;
+  // The whole logits as the head term below counts them: with their gradient beside them under
+  // vocabulary parallelism.
+  const int64_t chunked = 4 * N * C + 4 * V * C + rows * per_row, whole = (in.tp == 1 ? 1 : 2) * e * N * V;
   return 4 * chunked < 3 * whole ? rows : 0;  // worth a chunked head when it saves a quarter of the logits
+}
+
+int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in) {
+  if (!in.dims) return 0;
+  const int64_t e = activation_element_bytes(in.precision), V = in.dims->padded_vocab / in.tp;
+  // One process: the fused loss-and-gradient pass works over the chunk's logits in place. Vocabulary
+  // parallel: the logits, widened to f32, their exponentials and f32 gradient, and the gradient
+  // rounded for the products (Note [Chunked vocabulary-parallel loss]).
+  return (in.tp == 1 ? e : 2 * e + 12) * V;
 }
 
 int64_t block_activation_bytes(const MemoryEstimateInput& in, const GptDims& d) {
@@ -229,8 +242,8 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
   if (s == in.pp - 1 && chunk_rows > 0) {
     // Note [Chunked loss]: the f32 dx and dW made in the forward, not the logits nor the head's
     // input; once, one chunk's logits (forward) or the rounded dW beside the f32 one (backward).
-    const int64_t head = final_norm + 4 * B * T * C + 4 * d.padded_vocab * C + 4 * B * T;
-    bytes += io_held * head + std::max(e * chunk_rows * d.padded_vocab, e * d.padded_vocab * C);
+    const int64_t head = final_norm + 4 * B * T * C + 4 * d.padded_vocab / in.tp * C + 4 * B * T;
+    bytes += io_held * head + std::max(chunk_rows * loss_chunk_bytes_per_row(in), e * d.padded_vocab / in.tp * C);
   } else if (s == in.pp - 1) {
     const int64_t head = final_norm
                          + e * B * T * C                              // head input, gathered over sequence parallel

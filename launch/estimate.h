@@ -105,12 +105,14 @@ struct MemoryEstimate {
 
 MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
 
-// The rows per chunk of the head and loss (Note [Chunked loss]), 0 for whole logits: the requested
-// count where one is given (tp = 1); else, when activation checkpointing or an offload is on and
-// tp = 1, the largest power of two whose logits take at
-// most 512 MiB (at least 256 rows), when what the chunked head keeps (f32 dx and dW, one chunk's
-// logits) is at most three quarters of a micro-batch's whole logits.
+// The rows per chunk of the head and loss (Note [Chunked loss]; with tp > 1 Note [Chunked
+// vocabulary-parallel loss]), 0 for whole logits: the requested count where one is given; else,
+// when activation checkpointing or an offload is on, the largest power of two whose chunk takes at
+// most 512 MiB of transient memory (at least 256 rows), when what the chunked head keeps (f32 dx
+// and this rank's dW, one chunk) is at most three quarters of a micro-batch's whole logits.
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in);
+// The transient bytes per row of one loss chunk (its logits and what the pass makes of them).
+int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in);
 
 // Activation bytes of one transformer block for one micro-batch with no checkpointing (Note
 // [Activation memory] in estimate.cpp), on one tensor-parallel rank.

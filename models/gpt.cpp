@@ -277,10 +277,14 @@ Tensor Gpt::logits(ParameterSource& src, const Tensor& x_normed) {
 }
 
 Tensor Gpt::loss_from_hidden(ParameterSource& src, const Tensor& x_normed, const Tensor& targets) {
-  if (config_.loss_chunk_rows > 0 && !tp_.active()) {
-    // Note [Chunked loss]: vocabulary parallelism keeps its own split of the logits instead.
+  if (config_.loss_chunk_rows > 0) {
+    // Note [Chunked loss]; under vocabulary parallelism Note [Chunked vocabulary-parallel loss].
     std::vector<Tensor> p = acquire(src, 0);
-    Tensor loss = linear_cross_entropy(x_normed, p[0], targets, config_.loss_chunk_rows, -100, config_.vocab_size);
+    Tensor loss = tp_.active() ? tp::vocab_parallel_linear_cross_entropy(tp::enter_tp_region(x_normed, tp_), p[0], targets,
+                                                                         config_.loss_chunk_rows, *tp_.comm, -100,
+                                                                         config_.vocab_size)
+                               : linear_cross_entropy(x_normed, p[0], targets, config_.loss_chunk_rows, -100,
+                                                      config_.vocab_size);
     src.release(0);
     return src.unit_output(0, loss);
   }

@@ -117,10 +117,16 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     if (N == 0 && grad_w) fill_(dw, 0.0);
     loss = mul(loss_sum, inv_count);
   }
-  if (grad_x || grad_w)
-    record(std::make_shared<LinearCrossEntropyBackward>(dx, dw, inv_count, x.dtype(), x.shape(), weight.dtype()),
-           {x, weight}, {&loss});
+  record_precomputed_head_gradients(x, weight, loss, dx, dw, inv_count);
   return loss;
+}
+
+void record_precomputed_head_gradients(const Tensor& x, const Tensor& weight, Tensor& loss, Tensor dx, Tensor dw,
+                                       Tensor inv_count) {
+  if (!dx.defined() && !dw.defined()) return;
+  record(std::make_shared<LinearCrossEntropyBackward>(std::move(dx), std::move(dw), std::move(inv_count), x.dtype(),
+                                                      x.shape(), weight.dtype()),
+         {x, weight}, {&loss});
 }
 
 }  // namespace zt

@@ -22,7 +22,9 @@ struct TargetPlan {
   int64_t count = 0, on_rank_count = 0;
 };
 
-TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_t valid, int64_t begin, int64_t width) {
+// first_row: where these rows start in the caller's batch (for the error message).
+TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_t valid, int64_t begin, int64_t width,
+                        int64_t first_row = 0) {
   std::vector<int64_t> t;
   if (flat_targets.dtype() == DType::i64) {
     t = flat_targets.to_vector<int64_t>();
@@ -36,7 +38,8 @@ TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_
   plan.counted.assign(n, 0.0);
   for (size_t i = 0; i < n; ++i) {
     if (t[i] == ignore_index) continue;
-    ZT_CHECK(t[i] >= 0 && t[i] < valid, kApi, "target ", t[i], " at row ", i, " is out of range [0, ", valid,
+    ZT_CHECK(t[i] >= 0 && t[i] < valid, kApi, "target ", t[i], " at row ", first_row + static_cast<int64_t>(i),
+             " is out of range [0, ", valid,
              ") and is not ignore_index ", ignore_index);
     plan.counted[i] = 1.0;
     ++plan.count;
@@ -145,6 +148,96 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
                                                                valid_local, plan.count, plan.on_rank_count > 0,
                                                                compute, logits.shape()),
            {logits}, {&loss});
+  return loss;
+}
+
+Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
+                                           int64_t chunk_rows, comm::Communicator& tp, int64_t ignore_index,
+                                           int64_t valid_vocab) {
+  const char* api = "vocab_parallel_linear_cross_entropy";
+  ZT_CHECK(x.defined() && weight.defined() && targets.defined(), api, "x, weight and targets must be defined");
+  ZT_CHECK(is_floating(x.dtype()) && x.dim() >= 1 && weight.dim() == 2 && weight.size(1) == x.size(-1) &&
+               weight.dtype() == x.dtype(),
+           api, "needs floating x [..., C] and weight [V/tp, C] of one dtype, got x ", x.describe(), ", weight ",
+           weight.describe());
+  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, api, "targets must be i32 or i64, got ",
+           targets.describe());
+  const Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+  ZT_CHECK(targets.shape() == rows_shape, api, "targets must have x's shape without the last dim: x is ",
+           x.describe(), ", targets are ", targets.describe());
+  ZT_CHECK(x.device() == tp.device() && weight.device() == tp.device() && targets.device() == tp.device(), api,
+           "x ", x.describe(), ", weight ", weight.describe(), " and targets ", targets.describe(),
+           " must be on the tensor-parallel group's device ", tp.device().str());
+  ZT_CHECK(chunk_rows >= 1, api, "chunk_rows must be >= 1, got ", chunk_rows);
+  if (tp.size() == 1) return linear_cross_entropy(x, weight, targets, chunk_rows, ignore_index, valid_vocab);
+
+  const int64_t C = x.size(-1), width = weight.size(0), vocab = width * tp.size();
+  const int64_t valid = valid_vocab < 0 ? vocab : valid_vocab;
+  ZT_CHECK(valid >= 1 && valid <= vocab, api, "valid_vocab ", valid_vocab, " must be in [1, ", vocab,
+           "] (or -1 for all rows) for vocabulary shards ", weight.describe(), " over ", tp.size(), " ranks");
+  const int64_t begin = tp.rank() * width;
+  const int64_t valid_local = std::clamp<int64_t>(valid - begin, 0, width);
+  const DType acc = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const Device dev = x.device();
+  const Backend& be = backend_for(dev);
+  const bool grad_x = needs_grad({&x}), grad_w = needs_grad({&weight});
+
+  Tensor loss, dx, dw, inv_count;
+  {
+    NoGradGuard no_grad;
+    const Tensor x2 = contiguous(reshape(x.detach(), {-1, C}));
+    const Tensor w = contiguous(weight.detach());
+    const int64_t N = x2.size(0);
+    const Tensor t = contiguous(reshape(targets.detach(), {N}));
+    if (grad_x) dx = empty({N, C}, acc, dev);
+    if (grad_w) dw = zeros({width, C}, acc, dev);
+    Tensor loss_sum = zeros({}, acc, dev);
+    int64_t count = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
+      const int64_t rows = std::min(chunk_rows, N - r0);
+      const Tensor xc = narrow(x2, 0, r0, rows);
+      const TargetPlan plan = plan_targets(narrow(t, 0, r0, rows), ignore_index, valid, begin, width, r0);
+      count += plan.count;
+      const Tensor counted = from_vector_as(plan.counted, {rows}, acc, dev);
+      const Tensor logits = to(reshape(be.gemm(xc, w, false, true, 1, Tensor()), {rows, width}), acc);
+      const Tensor valid_x = valid_local > 0 ? narrow(logits, 1, 0, valid_local) : Tensor();
+      Tensor row_max = valid_local > 0 ? contiguous(max(valid_x, 1))
+                                       : full({rows}, -std::numeric_limits<double>::infinity(), acc, dev);
+      tp.all_reduce(row_max, comm::ReduceOp::max)->wait();
+      Tensor p = valid_local > 0 ? exp(sub(valid_x, unsqueeze(row_max, 1))) : Tensor();  // exp(x - max)
+      const Tensor positions = from_vector(plan.positions, {rows}, dev);
+      Tensor target_logit = zeros({rows}, acc, dev);
+      if (plan.on_rank_count > 0)
+        target_logit = mul(reshape(embedding(view(logits, {rows * width, 1}), positions), {rows}),
+                           from_vector_as(plan.on_rank, {rows}, acc, dev));
+      Tensor stats = cat({p.defined() ? sum(p, {1}) : zeros({rows}, acc, dev), target_logit}, 0);
+      tp.all_reduce(stats, comm::ReduceOp::sum)->wait();
+      const Tensor lse = add(log(narrow(stats, 0, 0, rows)), row_max);
+      add_(loss_sum, sum(mul(sub(lse, narrow(stats, 0, rows, rows)), counted)));
+      if (!grad_x && !grad_w) continue;
+      // The chunk's logits' gradient at scale 1 (Note [Chunked loss]): softmax over this rank's
+      // valid columns, minus one at the target columns it holds; ignored rows get none.
+      Tensor d = zeros({rows, width}, acc, dev);
+      if (p.defined()) {
+        Tensor window = narrow(d, 1, 0, valid_local);
+        copy_(window, mul(p, unsqueeze(mul(exp(sub(row_max, lse)), counted), 1)));
+      }
+      if (plan.on_rank_count > 0) {
+        Tensor minus = contiguous(unsqueeze(mul_scalar(from_vector_as(plan.on_rank, {rows}, acc, dev), -1.0), 1));
+        Tensor flat = view(d, {rows * width, 1});
+        add_(flat, be.embedding_backward(minus, positions, rows * width));
+      }
+      const Tensor dc = d.dtype() == x.dtype() ? d : to(d, x.dtype());  // rounded as the logits were
+      if (grad_x) {
+        Tensor dx_rows = narrow(dx, 0, r0, rows);
+        be.gemm_into(dc, w, false, false, dx_rows, /*accumulate=*/false);
+      }
+      if (grad_w) be.gemm_into(dc, xc, true, false, dw, /*accumulate=*/true);
+    }
+    inv_count = full({}, count == 0 ? 0.0 : 1.0 / static_cast<double>(count), acc, dev);
+    loss = mul(loss_sum, inv_count);
+  }
+  record_precomputed_head_gradients(x, weight, loss, dx, dw, inv_count);
   return loss;
 }
 

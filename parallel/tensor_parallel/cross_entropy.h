@@ -28,4 +28,18 @@ namespace zt::tp {
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, comm::Communicator& tp,
                                     int64_t ignore_index = -100, int64_t valid_vocab = -1);
 
+// Note [Chunked vocabulary-parallel loss]: the tied head and this loss in one op, chunk_rows rows
+// at a time, as linear_cross_entropy does in one process (Note [Chunked loss] in
+// core/ops/linear_cross_entropy.cpp): for each chunk this rank's logits x_c W_r^T [rows, V/tp],
+// the row statistics all-reduced as above (two small all-reduces per chunk), the chunk's loss terms
+// and its logits' gradient (softmax - onehot over this rank's columns), then at once this rank's
+// part of dx_c (f32) and its dW_r (f32, summed over chunks). Backward only scales them by
+// (incoming gradient / target count). x is the head's input inside the tensor-parallel region (the
+// caller's enter_tp_region sums the ranks' parts of dx in its backward); weight is this rank's
+// [V/tp, C] rows of the vocabulary. Same arguments and result as vocab_parallel_cross_entropy on
+// x weight^T.
+Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
+                                           int64_t chunk_rows, comm::Communicator& tp, int64_t ignore_index = -100,
+                                           int64_t valid_vocab = -1);
+
 }  // namespace zt::tp

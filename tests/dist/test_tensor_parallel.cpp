@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fmt/format.h>
 #include <string>
 #include <vector>
@@ -208,6 +209,58 @@ TEST_F(TensorParallel, VocabParallelCrossEntropyMatchesTheWholeVocabulary) {
                "target 70 at row 0 is out of range [0, 70)");
   expect_error([&] { tp::vocab_parallel_cross_entropy(x, full({4}, 1, DType::i64), *world, -100, 129); },
                "valid_vocab 129 must be in [1, 128]");
+}
+
+// Note [Chunked vocabulary-parallel loss]: the head and loss chunk by chunk on each rank's rows of
+// the vocabulary against one process's cross_entropy(linear(x, W)) in f64, for chunks of one row,
+// a few rows, all rows and more, with ignored rows, vocabulary padding and (on 4 ranks) a shard
+// that is all padding. x's gradient is the sum of the ranks' parts (enter_tp_region's backward).
+TEST_F(TensorParallel, ChunkedVocabParallelLossMatchesOneProcess) {
+  const int r = rank(), n = size();
+  const int64_t V = 128, valid = 70, B = 2, T = 5, N = B * T, C = 12;
+  Tensor X = draw({B, T, C}, 31), W = mul_scalar(draw({V, C}, 32), 0.5);
+  std::vector<int64_t> t = randint({N}, valid, 33).to_vector<int64_t>();
+  t[2] = -100;
+  t[5] = valid - 1;
+  t[6] = 0;
+  Tensor targets = from_vector(t, {B, T});
+  Tensor ref_x = leaf(to(X, DType::f64)), ref_w = leaf(to(W, DType::f64));
+  Tensor ref = cross_entropy(linear(ref_x, ref_w, Tensor()), targets, -100, valid);
+  backward(mul_scalar(ref, 0.7));
+  for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+    for (int64_t rows : {int64_t{1}, int64_t{3}, N, N + 5}) {
+      const std::string what = fmt::format("{} chunks of {} rows, rank {}", dtype_name(dt), rows, r);
+      Tensor x = leaf(to(X, dt)), w = leaf(to(tp::take_shard(W, TpSplit::rows, r, n), dt));
+      Tensor loss = tp::vocab_parallel_linear_cross_entropy(tp::enter_tp_region(x, TpGroup{world.get(), false}), w,
+                                                            targets, rows, *world, -100, valid);
+      backward(mul_scalar(loss, 0.7));
+      const double tol = dt == DType::f64 ? 1e-12 : dt == DType::f32 ? 1e-5 : 3e-2;
+      EXPECT_LT(std::abs(loss.item() - ref.item()) / std::abs(ref.item()), tol) << what;
+      EXPECT_LT(rel_err(to(x.grad(), DType::f64), ref_x.grad()), tol) << what;
+      EXPECT_LT(rel_err(to(w.grad(), DType::f64), tp::take_shard(ref_w.grad(), TpSplit::rows, r, n)), tol) << what;
+    }
+  }
+  // Every target ignored: loss and gradients 0. Bad input is named.
+  Tensor x = leaf(X), w = leaf(tp::take_shard(W, TpSplit::rows, r, n));
+  Tensor loss = tp::vocab_parallel_linear_cross_entropy(x, w, full({B, T}, -100, DType::i64), 4, *world, -100, valid);
+  backward(loss);
+  EXPECT_EQ(loss.item(), 0.0);
+  EXPECT_EQ(norm(x.grad()), 0.0);
+  EXPECT_EQ(norm(w.grad()), 0.0);
+  auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_NE(error_of([&] { tp::vocab_parallel_linear_cross_entropy(X, w, targets, 0, *world); })
+                .find("chunk_rows must be >= 1, got 0"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { tp::vocab_parallel_linear_cross_entropy(X, w, full({B, T}, valid, DType::i64), 4, *world, -100, valid); })
+                .find("target 70 at row 0 is out of range [0, 70)"),
+            std::string::npos);
 }
 
 TEST_F(TensorParallel, VocabParallelEmbeddingMatchesTheWholeTable) {
@@ -442,7 +495,7 @@ TEST_F(TensorParallel, BadMeshesAreRefused) {
 // ---- `zerotrain train` with tp > 1 ---------------------------------------------------------------
 
 // f32, and optimizer.eps as adamw_config()'s: zero-in-exact-arithmetic gradients stay below it.
-TrainConfig train_config(int tp, bool sp, const std::string& dir) {
+TrainConfig train_config(int tp, bool sp, const std::string& dir, int64_t loss_chunk_rows = -1) {
   TrainConfig cfg = parse_config_text(fmt::format(R"(
     model {{ preset: tiny seq_len: 32 dropout: 0.1 }}
     optimizer {{ eps: 1e-5 }}
@@ -452,8 +505,8 @@ TrainConfig train_config(int tp, bool sp, const std::string& dir) {
     data {{ train: "embedded:" val: "embedded:" val_every: 3 val_steps: 1 tokenizer: "byte" }}
     checkpoint {{ dir: "{}" resume: "none" }}
     logging {{ every: 100 sample_every: 0 }}
-    parallel {{ tp: {} sequence_parallel: {} zero_stage: 1 }})",
-                                                  dir, tp, sp ? "true" : "false"));
+    parallel {{ tp: {} sequence_parallel: {} zero_stage: 1 loss_chunk_rows: {} }})",
+                                                  dir, tp, sp ? "true" : "false", loss_chunk_rows));
   resolve_config(cfg);
   validate_config(cfg);
   return cfg;
@@ -474,6 +527,11 @@ TEST_F(TensorParallel, TrainerRunsTpAndMatchesOneProcess) {
   // Note [TP checkpoints]: one series per tp rank.
   const auto series = root / "tp" / fmt::format("tp_{}_of_{}", rank(), size());
   EXPECT_TRUE(std::filesystem::is_directory(series / "step_00000003")) << series;
+  // Note [Chunked vocabulary-parallel loss]: the loss in chunks of 16 of a micro-batch's 64 rows
+  // trains the same model.
+  const TrainOutcome chunked = train(train_config(size(), true, (root / "tp_chunked").string(), 16), *world, Device::cpu());
+  EXPECT_LT(std::abs(chunked.last_loss - want.last_loss), 1e-5 * want.last_loss);
+  EXPECT_LT(std::abs(chunked.last_val_loss - want.last_val_loss), 1e-5 * want.last_val_loss);
   world->barrier()->wait();
 }
 

@@ -251,9 +251,6 @@ TEST(Config, ValidationReportsEachRangeWithItsPath) {
        "parallel.checkpoint_num_blocks (3) counts the blocks of each pipeline chunk, and no chunk of parallel.pp (2) x "
        "parallel.virtual_stages (1) has more than 2; give at most 2, or 0 to checkpoint all blocks"},
       {{"parallel.loss_chunk_rows=-2"}, "parallel.loss_chunk_rows = -2: must be >= -1"},
-      {{"parallel.tp=2", "parallel.loss_chunk_rows=64"},
-       "parallel.loss_chunk_rows (64) needs parallel.tp = 1 (it is 2): vocabulary-parallel cross-entropy already "
-       "splits the logits; use -1 or 0"},
       {{"parallel.sequence_parallel=true"}, "parallel.sequence_parallel needs parallel.tp > 1"},
       {{"parallel.tp=2", "parallel.sequence_parallel=true", "model.seq_len=255"},
        "model.seq_len (255) is not divisible by parallel.tp (2), as sequence_parallel needs"},

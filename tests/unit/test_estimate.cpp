@@ -445,8 +445,13 @@ TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
   in.loss_chunk_rows = 100;
   EXPECT_EQ(resolved_loss_chunk_rows(in), 100);
-  in.tp = 2;  // vocabulary-parallel cross-entropy instead
-  EXPECT_EQ(resolved_loss_chunk_rows(in), 0);
+  in.tp = 2;  // asked for: also under vocabulary parallelism
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 100);
+  in.loss_chunk_rows = -1;
+  // Chosen: a vocabulary-parallel chunk holds (2 e + 12) bytes per local logit (f32 logits, their
+  // exponentials and gradient, the rounded gradient): 16 x 25152 B a row, so 1024 rows fit 512 MiB.
+  EXPECT_EQ(loss_chunk_bytes_per_row(in), 16 * 25152);
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 1024);
   in.tp = 1;
   in.loss_chunk_rows = -1;
   in.dims.reset();
@@ -464,6 +469,12 @@ TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved);
   const std::string table = format_memory_estimate(estimate_memory(chunked), chunked);
   EXPECT_NE(table.find("activation checkpointing selective, loss in chunks of 4096 rows"), std::string::npos) << table;
+  // tp = 2: the local logits and their gradient beside them (2 e N V/2) and the local weight
+  // gradient become f32 dx, the f32 local dW and, once, the larger of a chunk and the rounded dW.
+  whole.tp = chunked.tp = 2;
+  const int64_t Vl = V / 2, chunk = 1024 * (2 * e + 12) * Vl;
+  const int64_t saved_tp = (2 * e * N * Vl + e * N * C + e * Vl * C) - (4 * N * C + 4 * Vl * C + std::max(chunk, e * Vl * C));
+  EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved_tp);
 }
 
 TEST(Estimate, FromConfigAndTable) {
