@@ -106,7 +106,7 @@ int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
   // (GPT-2 124M, B=16 on an H200; docs/performance.md).
   if (in.checkpointing == ActivationCheckpointing::none && !in.offload_optimizer && !in.offload_params) return 0;
   const GptDims& d = *in.dims;
-  const int64_t e = activation_element_bytes(in.precision), V = d.padded_vocab / in.tp, C = d.d_model;
+  const int64_t V = d.padded_vocab / in.tp, C = d.d_model;
   const int64_t N = in.micro_batch_size * (in.seq_len > 0 ? in.seq_len : d.seq_len);
   // 512 MiB of a chunk's transient logits: at GPT-2 124M (B=16) chunks of 4096 rows cost 1% of a
   // step, of 2048 rows 3.4% (the f32 dW is read and written once per chunk), for 0.19 GiB more
@@ -115,10 +115,18 @@ int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in) {
   int64_t rows = 256;
   while (rows * 2 * per_row <= (int64_t{512} << 20)) rows *= 2;
   if (rows >= N) return 0;  // one chunk: its logits are the whole logits
-  // The whole logits as the head term below counts them: with their gradient beside them under
-  // vocabulary parallelism.
-  const int64_t chunked = 4 * N * C + 4 * V * C + rows * per_row, whole = (in.tp == 1 ? 1 : 2) * e * N * V;
+  const int64_t chunked = 4 * N * C + 4 * V * C + rows * per_row, whole = N * whole_logits_bytes_per_row(in);
   return 4 * chunked < 3 * whole ? rows : 0;  // worth a chunked head when it saves a quarter of the logits
+}
+
+int64_t whole_logits_bytes_per_row(const MemoryEstimateInput& in) {
+  if (!in.dims) return 0;
+  const int64_t e = activation_element_bytes(in.precision), V = in.dims->padded_vocab / in.tp;
+  // One process: the logits, their gradient written over them (Note [Logits in place] in
+  // core/ops/cross_entropy.cpp), no f32 softmax kept. Vocabulary parallel: the saved logits and, in
+  // the loss's backward, an f32 copy of them (not for f32), the f32 gradient, the exponentials and
+  // their scaled copy (measured on CPU ranks: tests/dist/test_tensor_parallel.cpp).
+  return in.tp == 1 ? e * V : (e + 12 + (e == 4 ? 0 : 4)) * V;
 }
 
 int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in) {
@@ -247,10 +255,7 @@ int64_t stage_activation_bytes(const MemoryEstimateInput& in, const GptDims& d, 
   } else if (s == in.pp - 1) {
     const int64_t head = final_norm
                          + e * B * T * C                              // head input, gathered over sequence parallel
-                         // the logits; their gradient is written over them in one process (Note
-                         // [Logits in place] in core/ops/cross_entropy.cpp) and beside them under
-                         // vocab parallelism; the fused cross-entropy keeps no f32 softmax
-                         + (in.tp == 1 ? 1 : 2) * e * B * T * d.padded_vocab / in.tp
+                         + B * T * whole_logits_bytes_per_row(in)     // the logits and their gradient
                          + 4 * B * T;                                 // targets
     // Once, however many micro-batches are held: the tied head's weight gradient, made while one
     // micro-batch's logits gradient is alive (the peak of the loss's backward).

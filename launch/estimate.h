@@ -111,6 +111,8 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
 // most 512 MiB of transient memory (at least 256 rows), when what the chunked head keeps (f32 dx
 // and this rank's dW, one chunk) is at most three quarters of a micro-batch's whole logits.
 int64_t resolved_loss_chunk_rows(const MemoryEstimateInput& in);
+// The bytes per row of a micro-batch's whole logits at the loss's peak (with their gradient).
+int64_t whole_logits_bytes_per_row(const MemoryEstimateInput& in);
 // The transient bytes per row of one loss chunk (its logits and what the pass makes of them).
 int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in);
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "launch/config.h"
+#include "launch/estimate.h"
 #include "launch/model_parallel.h"
 #include "launch/trainer.h"
 #include "models/gpt.h"
@@ -490,6 +491,51 @@ TEST_F(TensorParallel, BadMeshesAreRefused) {
   const Tensor ids = zeros({1, T}, DType::i64);
   expect_error([&] { model.forward_loss(*src, ids, ids, StepRng{}, false); },
                fmt::format("sequence length {} is not divisible by the tensor-parallel size {}", T, size()));
+}
+
+// The chunked vocabulary-parallel loss keeps the activation bytes per rank the estimator says: the
+// head's peak with whole local logits against chunks of 32 rows, f32 on the CPU.
+TEST_F(TensorParallel, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
+  constexpr int64_t B = 4, T = 64, V = 4000;
+  GptConfig c = tiny_config(0.0);
+  c.seq_len = T;
+  c.vocab_size = V;
+  c.padded_vocab = pad_vocab(V);
+  auto peak_of = [&](int64_t chunk_rows) {
+    GptConfig mc = c;
+    mc.loss_chunk_rows = chunk_rows;
+    Gpt model(mc, Device::cpu(), 5, {}, TpGroup{world.get(), false});
+    auto src = model.local_source();
+    Tensor tok = randint({B, T + 1}, V, 79);
+    Tensor ids = contiguous(narrow(tok, 1, 0, T)), targets = contiguous(narrow(tok, 1, 1, T));
+    Allocator& alloc = allocator_for(Device::cpu());
+    const int64_t base = alloc.stats()[MemoryCategory::activations].current;
+    alloc.reset_peak_stats();
+    {
+      MemoryCategoryScope scope(MemoryCategory::activations);
+      backward(model.forward_loss(*src, ids, targets, StepRng{1, 1, 0}, true, {}));
+    }
+    return alloc.stats()[MemoryCategory::activations].peak - base;
+  };
+  auto estimate = [&](int64_t chunk_rows) {
+    MemoryEstimateInput in;
+    in.dims = GptDims{c.n_layer, c.n_head, c.d_model, c.vocab_size, c.padded_vocab, c.seq_len};
+    in.precision = Precision::f32;
+    in.micro_batch_size = B;
+    in.seq_len = T;
+    in.tp = size();
+    in.loss_chunk_rows = chunk_rows;
+    return estimate_memory(in).worst().activations;
+  };
+  const int64_t whole = peak_of(0), chunked = peak_of(32), est_whole = estimate(0), est_chunked = estimate(32);
+  if (rank() == 0)
+    std::printf("[ activation ] tp %d head: whole local logits %lld B (estimate %lld), chunks of 32 rows %lld B "
+                "(estimate %lld)\n",
+                size(), static_cast<long long>(whole), static_cast<long long>(est_whole),
+                static_cast<long long>(chunked), static_cast<long long>(est_chunked));
+  EXPECT_NEAR(static_cast<double>(whole) / static_cast<double>(est_whole), 1.0, 0.25);
+  EXPECT_NEAR(static_cast<double>(chunked) / static_cast<double>(est_chunked), 1.0, 0.25);
+  EXPECT_LT(chunked, whole / 2);
 }
 
 // ---- `zerotrain train` with tp > 1 ---------------------------------------------------------------
