@@ -124,9 +124,9 @@ int64_t whole_logits_bytes_per_row(const MemoryEstimateInput& in) {
   const int64_t e = activation_element_bytes(in.precision), V = in.dims->padded_vocab / in.tp;
   // One process: the logits, their gradient written over them (Note [Logits in place] in
   // core/ops/cross_entropy.cpp), no f32 softmax kept. Vocabulary parallel: the saved logits and, in
-  // the loss's backward, an f32 copy of them (not for f32), the f32 gradient, the exponentials and
-  // their scaled copy (measured on CPU ranks: tests/dist/test_tensor_parallel.cpp).
-  return in.tp == 1 ? e * V : (e + 12 + (e == 4 ? 0 : 4)) * V;
+  // the loss's backward, two f32 buffers their size (tp::vocab_parallel_cross_entropy; measured on
+  // CPU ranks in tests/dist/test_tensor_parallel.cpp).
+  return in.tp == 1 ? e * V : (e + 8) * V;
 }
 
 int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in) {

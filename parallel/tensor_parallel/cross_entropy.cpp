@@ -63,20 +63,34 @@ class VocabParallelCrossEntropyBackward final : public Node {
   std::string name() const override { return "VocabParallelCrossEntropyBackward"; }
   void release() override { logits2_ = lse_ = positions_ = on_rank_ = counted_ = Tensor(); }
 
+  // At most two f32 buffers the size of this rank's logits at a time: the valid columns copied out
+  // (widened in the copy), lse subtracted in place, exponentiated into a second buffer and scaled in
+  // place, which becomes the gradient; then the one at each target is taken off.
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
     const double scale = count_ == 0 ? 0.0 : grads[0].item() / static_cast<double>(count_);
     const int64_t rows = logits2_.size(0), width = logits2_.size(1);
-    Tensor x = logits2_.dtype() == compute_ ? logits2_ : to(logits2_, compute_);
-    Tensor d = zeros({rows, width}, compute_, x.device());
+    const Backend& be = backend_for(logits2_.device());
+    Tensor d;
     if (valid_local_ > 0) {  // softmax over this rank's valid columns, with the global lse
-      Tensor p = exp(sub(narrow(x, 1, 0, valid_local_), unsqueeze(lse_, 1)));
-      p = mul(p, unsqueeze(mul_scalar(counted_, scale), 1));
-      Tensor window = narrow(d, 1, 0, valid_local_);
-      copy_(window, p);
+      Tensor shifted = empty({rows, valid_local_}, compute_, logits2_.device());
+      copy_(shifted, narrow(logits2_, 1, 0, valid_local_));
+      be.binary(BinaryOp::sub, shifted, expand(unsqueeze(lse_, 1), shifted.shape()), shifted);
+      Tensor p = exp(shifted);
+      shifted = Tensor();
+      be.binary(BinaryOp::mul, p, expand(unsqueeze(mul_scalar(counted_, scale), 1), p.shape()), p);
+      if (valid_local_ == width) {
+        d = p;
+      } else {  // padding columns: zero gradient
+        d = zeros({rows, width}, compute_, logits2_.device());
+        Tensor window = narrow(d, 1, 0, valid_local_);
+        copy_(window, p);
+      }
+    } else {
+      d = zeros({rows, width}, compute_, logits2_.device());
     }
     if (any_on_rank_) {  // minus one at each target column this rank holds: a scatter-add
       Tensor minus = contiguous(unsqueeze(mul_scalar(on_rank_, -scale), 1));
-      Tensor onehot = backend_for(x.device()).embedding_backward(minus, positions_, rows * width);
+      Tensor onehot = be.embedding_backward(minus, positions_, rows * width);
       Tensor flat = view(d, {rows * width, 1});
       add_(flat, onehot);
     }
@@ -128,15 +142,23 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
     on_rank = from_vector_as(plan.on_rank, {rows}, compute, dev);
     counted = from_vector_as(plan.counted, {rows}, compute, dev);
 
-    Tensor x = logits2.dtype() == compute ? logits2 : to(logits2, compute);
-    Tensor valid_x = valid_local > 0 ? narrow(x, 1, 0, valid_local) : Tensor();
-    Tensor row_max = valid_local > 0 ? contiguous(max(valid_x, 1))
+    // Two f32 buffers the size of this rank's logits at most (the logits stay in their dtype): the
+    // max and the target's logit read them as they are, exp(x - max) is made from a widened copy
+    // shifted in place.
+    Tensor valid_x = valid_local > 0 ? narrow(logits2, 1, 0, valid_local) : Tensor();
+    Tensor row_max = valid_local > 0 ? to(contiguous(max(valid_x, 1)), compute)
                                      : full({rows}, -std::numeric_limits<double>::infinity(), compute, dev);
     tp.all_reduce(row_max, comm::ReduceOp::max)->wait();
-    Tensor sum_exp = valid_local > 0 ? sum(exp(sub(valid_x, unsqueeze(row_max, 1))), {1}) : zeros({rows}, compute, dev);
+    Tensor sum_exp = zeros({rows}, compute, dev);
+    if (valid_local > 0) {
+      Tensor shifted = empty({rows, valid_local}, compute, dev);
+      copy_(shifted, valid_x);
+      backend_for(dev).binary(BinaryOp::sub, shifted, expand(unsqueeze(row_max, 1), shifted.shape()), shifted);
+      sum_exp = sum(exp(shifted), {1});
+    }
     Tensor target_logit = zeros({rows}, compute, dev);
     if (plan.on_rank_count > 0)
-      target_logit = mul(reshape(embedding(view(x, {rows * width, 1}), positions), {rows}), on_rank);
+      target_logit = mul(to(reshape(embedding(view(logits2, {rows * width, 1}), positions), {rows}), compute), on_rank);
     Tensor stats = cat({sum_exp, target_logit}, 0);  // one all-reduce for both
     tp.all_reduce(stats, comm::ReduceOp::sum)->wait();
     lse = add(log(narrow(stats, 0, 0, rows)), row_max);

@@ -11,7 +11,8 @@
 // logits) 0-d tensor equal on every rank.
 //
 // Backward writes the rank's shard of (softmax - onehot) * grad / count directly, from the saved
-// logits and lse; no communication (the loss's gradient is the same on every rank).
+// logits and lse; no communication (the loss's gradient is the same on every rank). Its peak is the
+// saved logits plus two f32 buffers their size (the estimator counts e + 8 bytes per local logit).
 //
 // Targets are read on the host (N integers), as core's cross_entropy does for its count.
 #pragma once

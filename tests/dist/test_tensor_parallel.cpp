@@ -495,14 +495,18 @@ TEST_F(TensorParallel, BadMeshesAreRefused) {
 
 // The chunked vocabulary-parallel loss keeps the activation bytes per rank the estimator says: the
 // head's peak with whole local logits against chunks of 32 rows, f32 on the CPU.
+// The vocabulary-parallel loss keeps the activation bytes per rank the estimator says: the head's
+// peak with whole local logits and with chunks of 32 rows, in f32 and bf16 on the CPU.
 TEST_F(TensorParallel, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
   constexpr int64_t B = 4, T = 64, V = 4000;
   GptConfig c = tiny_config(0.0);
   c.seq_len = T;
   c.vocab_size = V;
   c.padded_vocab = pad_vocab(V);
+  for (DType dt : {DType::f32, DType::bf16}) {
   auto peak_of = [&](int64_t chunk_rows) {
     GptConfig mc = c;
+    mc.compute_dtype = dt;
     mc.loss_chunk_rows = chunk_rows;
     Gpt model(mc, Device::cpu(), 5, {}, TpGroup{world.get(), false});
     auto src = model.local_source();
@@ -520,7 +524,7 @@ TEST_F(TensorParallel, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
   auto estimate = [&](int64_t chunk_rows) {
     MemoryEstimateInput in;
     in.dims = GptDims{c.n_layer, c.n_head, c.d_model, c.vocab_size, c.padded_vocab, c.seq_len};
-    in.precision = Precision::f32;
+    in.precision = dt == DType::f32 ? Precision::f32 : Precision::bf16;
     in.micro_batch_size = B;
     in.seq_len = T;
     in.tp = size();
@@ -529,13 +533,14 @@ TEST_F(TensorParallel, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
   };
   const int64_t whole = peak_of(0), chunked = peak_of(32), est_whole = estimate(0), est_chunked = estimate(32);
   if (rank() == 0)
-    std::printf("[ activation ] tp %d head: whole local logits %lld B (estimate %lld), chunks of 32 rows %lld B "
+    std::printf("[ activation ] %s tp %d head: whole local logits %lld B (estimate %lld), chunks of 32 rows %lld B "
                 "(estimate %lld)\n",
-                size(), static_cast<long long>(whole), static_cast<long long>(est_whole),
+                dtype_name(dt), size(), static_cast<long long>(whole), static_cast<long long>(est_whole),
                 static_cast<long long>(chunked), static_cast<long long>(est_chunked));
-  EXPECT_NEAR(static_cast<double>(whole) / static_cast<double>(est_whole), 1.0, 0.25);
-  EXPECT_NEAR(static_cast<double>(chunked) / static_cast<double>(est_chunked), 1.0, 0.25);
-  EXPECT_LT(chunked, whole / 2);
+  EXPECT_NEAR(static_cast<double>(whole) / static_cast<double>(est_whole), 1.0, 0.25) << dtype_name(dt);
+  EXPECT_NEAR(static_cast<double>(chunked) / static_cast<double>(est_chunked), 1.0, 0.25) << dtype_name(dt);
+  EXPECT_LT(chunked, whole / 2) << dtype_name(dt);
+  }
 }
 
 // ---- `zerotrain train` with tp > 1 ---------------------------------------------------------------

@@ -469,12 +469,12 @@ TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved);
   const std::string table = format_memory_estimate(estimate_memory(chunked), chunked);
   EXPECT_NE(table.find("activation checkpointing selective, loss in chunks of 4096 rows"), std::string::npos) << table;
-  // tp = 2: the local logits with the loss backward's f32 copies ((e + 16) N V/2 in bf16) and the
+  // tp = 2: the local logits with the loss backward's two f32 buffers ((e + 8) N V/2) and the
   // local weight gradient become f32 dx, the f32 local dW and, once, the larger of a chunk and the
   // rounded dW.
   whole.tp = chunked.tp = 2;
   const int64_t Vl = V / 2, chunk = 1024 * (2 * e + 12) * Vl;
-  const int64_t saved_tp = ((e + 16) * N * Vl + e * N * C + e * Vl * C) - (4 * N * C + 4 * Vl * C + std::max(chunk, e * Vl * C));
+  const int64_t saved_tp = ((e + 8) * N * Vl + e * N * C + e * Vl * C) - (4 * N * C + 4 * Vl * C + std::max(chunk, e * Vl * C));
   EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved_tp);
 }
 
