@@ -133,9 +133,8 @@ int64_t loss_chunk_bytes_per_row(const MemoryEstimateInput& in) {
   if (!in.dims) return 0;
   const int64_t e = activation_element_bytes(in.precision), V = in.dims->padded_vocab / in.tp;
   // One process: the fused loss-and-gradient pass works over the chunk's logits in place. Vocabulary
-  // parallel: the logits, widened to f32, their exponentials and f32 gradient, and the gradient
-  // rounded for the products (Note [Chunked vocabulary-parallel loss]).
-  return (in.tp == 1 ? e : 2 * e + 12) * V;
+  // parallel: the logits and two f32 buffers of them (Note [Chunked vocabulary-parallel loss]).
+  return (in.tp == 1 ? e : e + 8) * V;
 }
 
 int64_t block_activation_bytes(const MemoryEstimateInput& in, const GptDims& d) {

@@ -52,6 +52,39 @@ TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_
   return plan;
 }
 
+// exp(logits[:, :valid_local] - shift) as a fresh [rows, valid_local] buffer of `acc`, through one
+// more buffer its size (a widened copy, shifted in place): the logits stay in their dtype.
+Tensor shifted_exp(const Tensor& logits, int64_t valid_local, const Tensor& shift, DType acc) {
+  Tensor shifted = empty({logits.size(0), valid_local}, acc, logits.device());
+  copy_(shifted, narrow(logits, 1, 0, valid_local));
+  backend_for(logits.device()).binary(BinaryOp::sub, shifted, expand(unsqueeze(shift, 1), shifted.shape()), shifted);
+  return exp(shifted);
+}
+
+// The logits' gradient over this rank's `width` columns of `rows` rows from p = exp(x - shift) of
+// its valid ones (undefined: it has none): p * row_factor (in place; padding columns get zero),
+// plus minus_at_target [rows] at the target positions this rank holds (undefined: none here).
+Tensor local_logits_gradient(Tensor p, const Tensor& row_factor, int64_t rows, int64_t width, const Tensor& positions,
+                             const Tensor& minus_at_target) {
+  const Backend& be = backend_for(row_factor.device());
+  if (p.defined()) be.binary(BinaryOp::mul, p, expand(unsqueeze(row_factor, 1), p.shape()), p);
+  Tensor d = p;
+  if (!p.defined() || p.size(1) != width) {  // padding columns: zero gradient
+    d = zeros({rows, width}, row_factor.dtype(), row_factor.device());
+    if (p.defined()) {
+      Tensor window = narrow(d, 1, 0, p.size(1));
+      copy_(window, p);
+      p = Tensor();  // before the scatter below: two buffers, not three
+    }
+  }
+  if (minus_at_target.defined()) {  // a scatter-add of one value per row
+    Tensor onehot = be.embedding_backward(contiguous(unsqueeze(minus_at_target, 1)), positions, rows * width);
+    Tensor flat = view(d, {rows * width, 1});
+    add_(flat, onehot);
+  }
+  return d;
+}
+
 class VocabParallelCrossEntropyBackward final : public Node {
  public:
   VocabParallelCrossEntropyBackward(Tensor logits2, Tensor lse, Tensor positions, Tensor on_rank, Tensor counted,
@@ -63,37 +96,14 @@ class VocabParallelCrossEntropyBackward final : public Node {
   std::string name() const override { return "VocabParallelCrossEntropyBackward"; }
   void release() override { logits2_ = lse_ = positions_ = on_rank_ = counted_ = Tensor(); }
 
-  // At most two f32 buffers the size of this rank's logits at a time: the valid columns copied out
-  // (widened in the copy), lse subtracted in place, exponentiated into a second buffer and scaled in
-  // place, which becomes the gradient; then the one at each target is taken off.
+  // At most two f32 buffers the size of this rank's logits at a time (shifted_exp), the second of
+  // which becomes the gradient.
   std::vector<Tensor> backward(const std::vector<Tensor>& grads) override {
     const double scale = count_ == 0 ? 0.0 : grads[0].item() / static_cast<double>(count_);
     const int64_t rows = logits2_.size(0), width = logits2_.size(1);
-    const Backend& be = backend_for(logits2_.device());
-    Tensor d;
-    if (valid_local_ > 0) {  // softmax over this rank's valid columns, with the global lse
-      Tensor shifted = empty({rows, valid_local_}, compute_, logits2_.device());
-      copy_(shifted, narrow(logits2_, 1, 0, valid_local_));
-      be.binary(BinaryOp::sub, shifted, expand(unsqueeze(lse_, 1), shifted.shape()), shifted);
-      Tensor p = exp(shifted);
-      shifted = Tensor();
-      be.binary(BinaryOp::mul, p, expand(unsqueeze(mul_scalar(counted_, scale), 1), p.shape()), p);
-      if (valid_local_ == width) {
-        d = p;
-      } else {  // padding columns: zero gradient
-        d = zeros({rows, width}, compute_, logits2_.device());
-        Tensor window = narrow(d, 1, 0, valid_local_);
-        copy_(window, p);
-      }
-    } else {
-      d = zeros({rows, width}, compute_, logits2_.device());
-    }
-    if (any_on_rank_) {  // minus one at each target column this rank holds: a scatter-add
-      Tensor minus = contiguous(unsqueeze(mul_scalar(on_rank_, -scale), 1));
-      Tensor onehot = be.embedding_backward(minus, positions_, rows * width);
-      Tensor flat = view(d, {rows * width, 1});
-      add_(flat, onehot);
-    }
+    const Tensor minus = any_on_rank_ ? mul_scalar(on_rank_, -scale) : Tensor();
+    Tensor d = local_logits_gradient(valid_local_ > 0 ? shifted_exp(logits2_, valid_local_, lse_, compute_) : Tensor(),
+                                     mul_scalar(counted_, scale), rows, width, positions_, minus);
     if (d.dtype() != logits2_.dtype()) d = to(d, logits2_.dtype());
     return {reshape(d, logits_shape_)};
   }
@@ -142,20 +152,14 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
     on_rank = from_vector_as(plan.on_rank, {rows}, compute, dev);
     counted = from_vector_as(plan.counted, {rows}, compute, dev);
 
-    // Two f32 buffers the size of this rank's logits at most (the logits stay in their dtype): the
-    // max and the target's logit read them as they are, exp(x - max) is made from a widened copy
-    // shifted in place.
+    // Two f32 buffers the size of this rank's logits at most (shifted_exp); the max and the
+    // target's logit read the logits as they are.
     Tensor valid_x = valid_local > 0 ? narrow(logits2, 1, 0, valid_local) : Tensor();
     Tensor row_max = valid_local > 0 ? to(contiguous(max(valid_x, 1)), compute)
                                      : full({rows}, -std::numeric_limits<double>::infinity(), compute, dev);
     tp.all_reduce(row_max, comm::ReduceOp::max)->wait();
-    Tensor sum_exp = zeros({rows}, compute, dev);
-    if (valid_local > 0) {
-      Tensor shifted = empty({rows, valid_local}, compute, dev);
-      copy_(shifted, valid_x);
-      backend_for(dev).binary(BinaryOp::sub, shifted, expand(unsqueeze(row_max, 1), shifted.shape()), shifted);
-      sum_exp = sum(exp(shifted), {1});
-    }
+    Tensor sum_exp = valid_local > 0 ? sum(shifted_exp(logits2, valid_local, row_max, compute), {1})
+                                     : zeros({rows}, compute, dev);
     Tensor target_logit = zeros({rows}, compute, dev);
     if (plan.on_rank_count > 0)
       target_logit = mul(to(reshape(embedding(view(logits2, {rows * width, 1}), positions), {rows}), compute), on_rank);
@@ -221,34 +225,28 @@ Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight
       const TargetPlan plan = plan_targets(narrow(t, 0, r0, rows), ignore_index, valid, begin, width, r0);
       count += plan.count;
       const Tensor counted = from_vector_as(plan.counted, {rows}, acc, dev);
-      const Tensor logits = to(reshape(be.gemm(xc, w, false, true, 1, Tensor()), {rows, width}), acc);
-      const Tensor valid_x = valid_local > 0 ? narrow(logits, 1, 0, valid_local) : Tensor();
-      Tensor row_max = valid_local > 0 ? contiguous(max(valid_x, 1))
+      // The chunk's logits in the compute dtype and two f32 buffers of them (shifted_exp), the
+      // second kept as the gradient: 2 e + 8 bytes a local logit with the rounded gradient.
+      Tensor logits = reshape(be.gemm(xc, w, false, true, 1, Tensor()), {rows, width});
+      Tensor row_max = valid_local > 0 ? to(contiguous(max(narrow(logits, 1, 0, valid_local), 1)), acc)
                                        : full({rows}, -std::numeric_limits<double>::infinity(), acc, dev);
       tp.all_reduce(row_max, comm::ReduceOp::max)->wait();
-      Tensor p = valid_local > 0 ? exp(sub(valid_x, unsqueeze(row_max, 1))) : Tensor();  // exp(x - max)
+      Tensor p = valid_local > 0 ? shifted_exp(logits, valid_local, row_max, acc) : Tensor();
       const Tensor positions = from_vector(plan.positions, {rows}, dev);
+      const Tensor on_rank = from_vector_as(plan.on_rank, {rows}, acc, dev);
       Tensor target_logit = zeros({rows}, acc, dev);
       if (plan.on_rank_count > 0)
-        target_logit = mul(reshape(embedding(view(logits, {rows * width, 1}), positions), {rows}),
-                           from_vector_as(plan.on_rank, {rows}, acc, dev));
+        target_logit = mul(to(reshape(embedding(view(logits, {rows * width, 1}), positions), {rows}), acc), on_rank);
+      logits = Tensor();
       Tensor stats = cat({p.defined() ? sum(p, {1}) : zeros({rows}, acc, dev), target_logit}, 0);
       tp.all_reduce(stats, comm::ReduceOp::sum)->wait();
       const Tensor lse = add(log(narrow(stats, 0, 0, rows)), row_max);
       add_(loss_sum, sum(mul(sub(lse, narrow(stats, 0, rows, rows)), counted)));
       if (!grad_x && !grad_w) continue;
-      // The chunk's logits' gradient at scale 1 (Note [Chunked loss]): softmax over this rank's
-      // valid columns, minus one at the target columns it holds; ignored rows get none.
-      Tensor d = zeros({rows, width}, acc, dev);
-      if (p.defined()) {
-        Tensor window = narrow(d, 1, 0, valid_local);
-        copy_(window, mul(p, unsqueeze(mul(exp(sub(row_max, lse)), counted), 1)));
-      }
-      if (plan.on_rank_count > 0) {
-        Tensor minus = contiguous(unsqueeze(mul_scalar(from_vector_as(plan.on_rank, {rows}, acc, dev), -1.0), 1));
-        Tensor flat = view(d, {rows * width, 1});
-        add_(flat, be.embedding_backward(minus, positions, rows * width));
-      }
+      // The chunk's logits' gradient at scale 1 (Note [Chunked loss]): softmax = p exp(max - lse)
+      // over this rank's valid columns, minus one at the target columns it holds; ignored rows none.
+      const Tensor d = local_logits_gradient(std::move(p), mul(exp(sub(row_max, lse)), counted), rows, width, positions,
+                                             plan.on_rank_count > 0 ? mul_scalar(on_rank, -1.0) : Tensor());
       const Tensor dc = d.dtype() == x.dtype() ? d : to(d, x.dtype());  // rounded as the logits were
       if (grad_x) {
         Tensor dx_rows = narrow(dx, 0, r0, rows);

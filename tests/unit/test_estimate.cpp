@@ -448,10 +448,10 @@ TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   in.tp = 2;  // asked for: also under vocabulary parallelism
   EXPECT_EQ(resolved_loss_chunk_rows(in), 100);
   in.loss_chunk_rows = -1;
-  // Chosen: a vocabulary-parallel chunk holds (2 e + 12) bytes per local logit (f32 logits, their
-  // exponentials and gradient, the rounded gradient): 16 x 25152 B a row, so 1024 rows fit 512 MiB.
-  EXPECT_EQ(loss_chunk_bytes_per_row(in), 16 * 25152);
-  EXPECT_EQ(resolved_loss_chunk_rows(in), 1024);
+  // Chosen: a vocabulary-parallel chunk holds e + 8 bytes per local logit (the logits and two f32
+  // buffers of them): 10 x 25152 B a row, so 2048 rows fit 512 MiB.
+  EXPECT_EQ(loss_chunk_bytes_per_row(in), 10 * 25152);
+  EXPECT_EQ(resolved_loss_chunk_rows(in), 2048);
   in.tp = 1;
   in.loss_chunk_rows = -1;
   in.dims.reset();
@@ -473,7 +473,7 @@ TEST(Estimate, ChunkedLossRowsAndHeadBytes) {
   // local weight gradient become f32 dx, the f32 local dW and, once, the larger of a chunk and the
   // rounded dW.
   whole.tp = chunked.tp = 2;
-  const int64_t Vl = V / 2, chunk = 1024 * (2 * e + 12) * Vl;
+  const int64_t Vl = V / 2, chunk = 2048 * (e + 8) * Vl;
   const int64_t saved_tp = ((e + 8) * N * Vl + e * N * C + e * Vl * C) - (4 * N * C + 4 * Vl * C + std::max(chunk, e * Vl * C));
   EXPECT_EQ(estimate_memory(whole).worst().activations - estimate_memory(chunked).worst().activations, saved_tp);
 }
