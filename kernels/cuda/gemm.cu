@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -21,6 +22,10 @@ GemmState::GemmState(int dev) : device(dev) {
            "ZT_GEMM_AUTOTUNE='", env, "' is not one of 0 (default: cuBLASLt's first heuristic choice) or 1 (time "
            "the candidates once per problem)");
   autotune = env != nullptr && std::strcmp(env, "1") == 0;
+  // ZT_GEMM_TUNING_LOG=1: each timed problem's candidates and the choice on stderr, to compare the
+  // tuning's timings with a benchmark's steady state (docs/performance.md).
+  const char* log = std::getenv("ZT_GEMM_TUNING_LOG");
+  log_tuning = log != nullptr && std::strcmp(log, "1") == 0;
 }
 
 GemmState::~GemmState() {
@@ -189,7 +194,7 @@ constexpr int kRounds = 3, kCallsPerRound = 5;
 constexpr float kMargin = 0.02f;
 
 cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
-                                       const cublasLtMatmulHeuristicResult_t* results, int count) {
+                                       const cublasLtMatmulHeuristicResult_t* results, int count, const char* problem) {
   std::vector<bool> runs(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) runs[static_cast<size_t>(i)] = call.run(results[i].algo) == CUBLAS_STATUS_SUCCESS;
   if (!runs[0]) return results[0].algo;  // the first choice cannot run: its call reports why
@@ -215,6 +220,11 @@ cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
     if (runs[static_cast<size_t>(i)] && best[static_cast<size_t>(i)] < best[static_cast<size_t>(chosen)] &&
         best[static_cast<size_t>(i)] < best[0] * (1 - kMargin))
       chosen = i;
+  if (problem != nullptr) {
+    std::vector<float> per_call(best.size());
+    for (size_t i = 0; i < best.size(); ++i) per_call[i] = best[i] / kCallsPerRound;
+    log_gemm_tuning(problem, per_call, runs, chosen);
+  }
   return results[chosen].algo;
 }
 
@@ -322,7 +332,14 @@ bool gemm(const GemmArgs& args, const void* a, const void* b, void* out, int dev
              " k=", k, " batch=", args.batch, " transpose_a=", args.transpose_a, " transpose_b=", args.transpose_b,
              " epilogue=", epilogue_name(args.epilogue), " (alignments ", key.align_a, "/", key.align_b, "/",
              key.align_c, " bytes)");
-    const cublasLtMatmulAlgo_t chosen = returned > 1 ? fastest_algorithm(call, device, results, returned) : results[0].algo;
+    const std::string problem =
+        state.log_tuning ? detail::concat(dtype_name(args.dtype), " m=", m, " n=", n, " k=", k, " batch=", args.batch,
+                                          args.transpose_a ? " a^T" : "", args.transpose_b ? " b^T" : "",
+                                          " epilogue=", epilogue_name(args.epilogue))
+                         : std::string();
+    const cublasLtMatmulAlgo_t chosen =
+        returned > 1 ? fastest_algorithm(call, device, results, returned, state.log_tuning ? problem.c_str() : nullptr)
+                     : results[0].algo;
     if (tune) state.tuned[key] = chosen;
     found = state.algorithms.emplace(key, chosen).first;
   }

@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/gemm_tuning.h"
 
@@ -57,6 +59,7 @@ struct GemmState {
   int device;
   cublasLtHandle_t handle = nullptr;
   bool autotune = false;  // ZT_GEMM_AUTOTUNE=1 (Note [GEMM autotuning] in gemm.cu)
+  bool log_tuning = false;  // ZT_GEMM_TUNING_LOG=1: the timings behind each choice, on stderr
   std::mutex mutex;  // guards the maps below
   std::unordered_map<cudaStream_t, void*> workspaces;
   // nullopt: cuBLASLt has no algorithm (remembered so a declined epilogue is not asked again).
@@ -66,6 +69,11 @@ struct GemmState {
   std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> tuned;
   std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> imported;
 };
+
+// ZT_GEMM_TUNING_LOG=1: one stderr line per timed problem, each candidate's milliseconds per call
+// ("-" for one that cannot run) and the index chosen (kernels/cuda/gemm_tuning.cpp).
+void log_gemm_tuning(const std::string& problem, const std::vector<float>& ms_per_call, const std::vector<bool>& runs,
+                     int chosen);
 
 // The key as the tuning file's fields (core/gemm_tuning.h), and back.
 std::array<int64_t, GemmTuningEntry::kKeyFields> key_fields(const GemmKey& key);
