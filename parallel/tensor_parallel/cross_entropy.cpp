@@ -52,6 +52,25 @@ TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_
   return plan;
 }
 
+// This rank's place in the split vocabulary: `width` columns from `begin`, the first `valid_local` of
+// them inside valid_vocab (-1: all), checked against the whole vocabulary of width x tp.size().
+struct VocabShard {
+  int64_t width = 0, begin = 0, valid = 0, valid_local = 0;
+};
+
+VocabShard vocab_shard(const char* api, int64_t width, const comm::Communicator& tp, int64_t valid_vocab,
+                       const Tensor& shard) {
+  const int64_t vocab = width * tp.size();
+  VocabShard v;
+  v.width = width;
+  v.valid = valid_vocab < 0 ? vocab : valid_vocab;
+  ZT_CHECK(v.valid >= 1 && v.valid <= vocab, api, "valid_vocab ", valid_vocab, " must be in [1, ", vocab,
+           "] (or -1 for all of them) for vocabulary shards ", shard.describe(), " over ", tp.size(), " ranks");
+  v.begin = tp.rank() * width;
+  v.valid_local = std::clamp<int64_t>(v.valid - v.begin, 0, width);
+  return v;
+}
+
 // exp(logits[:, :valid_local] - shift) as a fresh [rows, valid_local] buffer of `acc`, through one
 // more buffer its size (a widened copy, shifted in place): the logits stay in their dtype.
 Tensor shifted_exp(const Tensor& logits, int64_t valid_local, const Tensor& shift, DType acc) {
@@ -132,12 +151,8 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
            " and targets ", targets.describe(), " must be on the tensor-parallel group's device ", tp.device().str());
   if (tp.size() == 1) return cross_entropy(logits, targets, ignore_index, valid_vocab);
 
-  const int64_t width = logits.size(-1), vocab = width * tp.size();
-  const int64_t valid = valid_vocab < 0 ? vocab : valid_vocab;
-  ZT_CHECK(valid >= 1 && valid <= vocab, kApi, "valid_vocab ", valid_vocab, " must be in [1, ", vocab,
-           "] (or -1 for all columns) for vocabulary shards ", logits.describe(), " over ", tp.size(), " ranks");
-  const int64_t begin = tp.rank() * width;
-  const int64_t valid_local = std::clamp<int64_t>(valid - begin, 0, width);
+  const VocabShard shard = vocab_shard(kApi, logits.size(-1), tp, valid_vocab, logits);
+  const int64_t width = shard.width, valid = shard.valid, begin = shard.begin, valid_local = shard.valid_local;
   const DType compute = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
   const Device dev = logits.device();
 
@@ -197,12 +212,9 @@ Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight
   ZT_CHECK(chunk_rows >= 1, api, "chunk_rows must be >= 1, got ", chunk_rows);
   if (tp.size() == 1) return linear_cross_entropy(x, weight, targets, chunk_rows, ignore_index, valid_vocab);
 
-  const int64_t C = x.size(-1), width = weight.size(0), vocab = width * tp.size();
-  const int64_t valid = valid_vocab < 0 ? vocab : valid_vocab;
-  ZT_CHECK(valid >= 1 && valid <= vocab, api, "valid_vocab ", valid_vocab, " must be in [1, ", vocab,
-           "] (or -1 for all rows) for vocabulary shards ", weight.describe(), " over ", tp.size(), " ranks");
-  const int64_t begin = tp.rank() * width;
-  const int64_t valid_local = std::clamp<int64_t>(valid - begin, 0, width);
+  const int64_t C = x.size(-1);
+  const VocabShard shard = vocab_shard(api, weight.size(0), tp, valid_vocab, weight);
+  const int64_t width = shard.width, valid = shard.valid, begin = shard.begin, valid_local = shard.valid_local;
   const DType acc = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
   const Device dev = x.device();
   const Backend& be = backend_for(dev);

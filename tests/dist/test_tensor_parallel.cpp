@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "unit/activation_peak.h"
 #include "launch/config.h"
 #include "launch/estimate.h"
 #include "launch/model_parallel.h"
@@ -509,17 +510,7 @@ TEST_F(TensorParallel, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
     mc.compute_dtype = dt;
     mc.loss_chunk_rows = chunk_rows;
     Gpt model(mc, Device::cpu(), 5, {}, TpGroup{world.get(), false});
-    auto src = model.local_source();
-    Tensor tok = randint({B, T + 1}, V, 79);
-    Tensor ids = contiguous(narrow(tok, 1, 0, T)), targets = contiguous(narrow(tok, 1, 1, T));
-    Allocator& alloc = allocator_for(Device::cpu());
-    const int64_t base = alloc.stats()[MemoryCategory::activations].current;
-    alloc.reset_peak_stats();
-    {
-      MemoryCategoryScope scope(MemoryCategory::activations);
-      backward(model.forward_loss(*src, ids, targets, StepRng{1, 1, 0}, true, {}));
-    }
-    return alloc.stats()[MemoryCategory::activations].peak - base;
+    return test::activation_peak_of_step(model, B, T, V);
   };
   auto estimate = [&](int64_t chunk_rows) {
     MemoryEstimateInput in;

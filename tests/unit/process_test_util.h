@@ -9,8 +9,10 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include <utility>
 
 #include "core/error.h"
+#include "error_text.h"
 #include "core/ops.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/comm/mpi_session.h"
@@ -45,11 +47,8 @@ inline MpiEnvironment* MpiEnvironment::instance =
 // The message of the zt::Error that fn throws (fails the test if it throws nothing).
 template <class Fn>
 std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
+  const std::string message = test::error_of(std::forward<Fn>(fn));
+  if (message != "(no error)") return message;
   ADD_FAILURE() << "no zt::Error thrown";
   return "";
 }

@@ -14,6 +14,7 @@
 #include "models/checkpointing.h"
 #include "reference.h"
 #include "selective_block.h"
+#include "activation_peak.h"
 
 namespace zt::testing {
 namespace {
@@ -460,17 +461,7 @@ TEST(Checkpointing, ChunkedLossKeepsTheBytesTheEstimatorPredicts) {
     GptConfig mc = c;
     mc.loss_chunk_rows = chunk_rows;
     Gpt model(mc, Device::cpu(), 5);
-    auto src = model.local_source();
-    Tensor tok = randint({B, T + 1}, V, 79);
-    Tensor ids = contiguous(narrow(tok, 1, 0, T)), targets = contiguous(narrow(tok, 1, 1, T));
-    Allocator& alloc = allocator_for(Device::cpu());
-    const int64_t base = alloc.stats()[MemoryCategory::activations].current;
-    alloc.reset_peak_stats();
-    {
-      MemoryCategoryScope scope(MemoryCategory::activations);
-      backward(model.forward_loss(*src, ids, targets, StepRng{1, 1, 0}, true, {}));
-    }
-    return alloc.stats()[MemoryCategory::activations].peak - base;
+    return test::activation_peak_of_step(model, B, T, V);
   };
   auto estimate = [&](int64_t chunk_rows) {
     MemoryEstimateInput in;
