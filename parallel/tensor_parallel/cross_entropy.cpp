@@ -22,9 +22,7 @@ struct TargetPlan {
   int64_t count = 0, on_rank_count = 0;
 };
 
-// first_row: where these rows start in the caller's batch (for the error message).
-TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_t valid, int64_t begin, int64_t width,
-                        int64_t first_row = 0) {
+TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_t valid, int64_t begin, int64_t width) {
   std::vector<int64_t> t;
   if (flat_targets.dtype() == DType::i64) {
     t = flat_targets.to_vector<int64_t>();
@@ -38,8 +36,7 @@ TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_
   plan.counted.assign(n, 0.0);
   for (size_t i = 0; i < n; ++i) {
     if (t[i] == ignore_index) continue;
-    ZT_CHECK(t[i] >= 0 && t[i] < valid, kApi, "target ", t[i], " at row ", first_row + static_cast<int64_t>(i),
-             " is out of range [0, ", valid,
+    ZT_CHECK(t[i] >= 0 && t[i] < valid, kApi, "target ", t[i], " at row ", i, " is out of range [0, ", valid,
              ") and is not ignore_index ", ignore_index);
     plan.counted[i] = 1.0;
     ++plan.count;
@@ -50,6 +47,20 @@ TargetPlan plan_targets(const Tensor& flat_targets, int64_t ignore_index, int64_
     }
   }
   return plan;
+}
+
+// Rows [r0, r0 + rows) of a plan, with positions counted from the chunk's first row.
+TargetPlan chunk_of(const TargetPlan& whole, int64_t r0, int64_t rows, int64_t width) {
+  TargetPlan c;
+  const auto first = static_cast<size_t>(r0), last = static_cast<size_t>(r0 + rows);
+  c.positions.assign(whole.positions.begin() + first, whole.positions.begin() + last);
+  c.on_rank.assign(whole.on_rank.begin() + first, whole.on_rank.begin() + last);
+  c.counted.assign(whole.counted.begin() + first, whole.counted.begin() + last);
+  for (size_t i = 0; i < c.positions.size(); ++i) {
+    if (c.on_rank[i] != 0) c.positions[i] -= r0 * width, ++c.on_rank_count;
+    if (c.counted[i] != 0) ++c.count;
+  }
+  return c;
 }
 
 // This rank's place in the split vocabulary: `width` columns from `begin`, the first `valid_local` of
@@ -230,12 +241,13 @@ Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight
     if (grad_x) dx = empty({N, C}, acc, dev);
     if (grad_w) dw = zeros({width, C}, acc, dev);
     Tensor loss_sum = zeros({}, acc, dev);
-    int64_t count = 0;
+    // The targets cross to the host once (as the unchunked loss reads them), not once per chunk.
+    const TargetPlan whole_plan = plan_targets(t, ignore_index, valid, begin, width);
+    const int64_t count = whole_plan.count;
     for (int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, N - r0);
       const Tensor xc = narrow(x2, 0, r0, rows);
-      const TargetPlan plan = plan_targets(narrow(t, 0, r0, rows), ignore_index, valid, begin, width, r0);
-      count += plan.count;
+      const TargetPlan plan = chunk_of(whole_plan, r0, rows, width);
       const Tensor counted = from_vector_as(plan.counted, {rows}, acc, dev);
       // The chunk's logits in the compute dtype and two f32 buffers of them (shifted_exp), the
       // second kept as the gradient: 2 e + 8 bytes a local logit with the rounded gradient.

@@ -38,7 +38,8 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
 // (incoming gradient / target count). x is the head's input inside the tensor-parallel region (the
 // caller's enter_tp_region sums the ranks' parts of dx in its backward); weight is this rank's
 // [V/tp, C] rows of the vocabulary. Same arguments and result as vocab_parallel_cross_entropy on
-// x weight^T. A chunk's transient memory: its logits and two f32 buffers of them.
+// x weight^T. A chunk's transient memory: its logits and two f32 buffers of them. The targets are
+// read on the host once for all chunks.
 Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
                                            int64_t chunk_rows, comm::Communicator& tp, int64_t ignore_index = -100,
                                            int64_t valid_vocab = -1);
