@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <bit>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/cuda_support.h"
 #include "core/error.h"
@@ -19,14 +17,6 @@ namespace {
 constexpr int64_t kWords = GemmTuningEntry::kKeyFields + 8;  // one entry as 64-bit words
 
 int64_t library_id(const std::string& library) { return crc32(library.data(), library.size()); }
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  ZT_CHECK(in.good(), "gemm tuning", "cannot read '", path, "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 }  // namespace
 
@@ -81,25 +71,11 @@ GemmTuning gather_gemm_tuning(comm::Communicator& world, const GemmTuning& mine)
 
 std::optional<GemmTuning> read_gemm_tuning_file(const std::string& path) {
   if (!std::filesystem::exists(path)) return std::nullopt;
-  return parse_gemm_tuning(read_text(path), path);
+  return parse_gemm_tuning(read_file_bytes(path, "gemm tuning"), path);
 }
 
 void write_gemm_tuning_file(const std::string& path, const GemmTuning& tuning) {
-  const std::string text = format_gemm_tuning(tuning);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    ZT_CHECK(out.good(), "gemm tuning", "cannot write '", tmp, "'");
-    out << text;
-    out.flush();
-    ZT_CHECK(out.good(), "gemm tuning", "writing '", tmp, "' failed (disk full?)");
-  }
-  sync_to_disk(tmp);
-  ZT_CHECK(read_text(tmp) == text, "gemm tuning", "'", tmp, "' does not read back as written; '", path,
-           "' is left as it was");
-  std::filesystem::rename(tmp, path);
-  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  sync_to_disk(dir.empty() ? "." : dir.string());
+  write_file_atomically(path, format_gemm_tuning(tuning), /*verify=*/true);
 }
 
 std::string gemm_tuning_path(const TrainConfig& cfg) {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "core/ops.h"
@@ -164,7 +165,16 @@ void sync_to_disk(const std::string& path) {
   ZT_CHECK(synced || folder, "io", "fsync of '", path, "' failed: ", std::strerror(err));
 }
 
-void write_file_atomically(const std::string& path, const std::string& bytes) {
+std::string read_file_bytes(const std::string& path, const char* api) {
+  std::ifstream in(path, std::ios::binary);
+  ZT_CHECK(in, api, "cannot open '", path, "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  ZT_CHECK(!in.bad(), api, "error reading '", path, "'");
+  return text.str();
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes, bool verify) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -174,6 +184,8 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     ZT_CHECK(out.good(), "io", "writing '", tmp, "' failed (disk full?)");
   }
   sync_to_disk(tmp);  // the data reaches the disk before the name does
+  ZT_CHECK(!verify || read_file_bytes(tmp, "io") == bytes, "io", "'", tmp, "' does not read back as written; '", path,
+           "' is left as it was");
   std::filesystem::rename(tmp, path);
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   sync_to_disk(dir.empty() ? "." : dir.string());

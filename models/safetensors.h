@@ -25,8 +25,12 @@ SafetensorsFile read_safetensors(const std::string& path);
 std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata = {});
 // Writes bytes to path atomically and durably: "<path>.tmp", written, fsynced, renamed, and the
-// folder synced, so that after a crash or power loss path is either absent or complete.
-void write_file_atomically(const std::string& path, const std::string& bytes);
+// folder synced, so that after a crash or power loss path is either absent or complete. With
+// verify, the written file is read back and compared before the rename (for small files whose
+// readers have no checksum); a mismatch throws and leaves path as it was.
+void write_file_atomically(const std::string& path, const std::string& bytes, bool verify = false);
+// The whole file; throws "[api] cannot open 'path'" or "[api] error reading 'path'".
+std::string read_file_bytes(const std::string& path, const char* api);
 // fsync of a file or a folder (a folder makes the renames inside it durable). Throws for a file
 // that cannot be synced; best effort for folders (some file systems refuse).
 void sync_to_disk(const std::string& path);

@@ -184,8 +184,9 @@ struct MatmulCall {
 };
 
 // Each candidate runs once to warm up, then kRounds rounds time kCallsPerRound calls of every
-// candidate in turn (behind one untimed call), and a candidate's time is its best round: interleaving spreads clock and
-// thermal drift over all of them, and the minimum drops rounds another stream disturbed. The
+// candidate in turn (behind one untimed call), and a candidate's time is its best round:
+// interleaving spreads clock and thermal drift over all of them, and the minimum drops rounds
+// another stream disturbed. The
 // heuristic's first choice is kept unless another is at least kMargin faster, so noise alone
 // never trades it for an equal one (timing three calls once per candidate picked, for GPT-2
 // 124M's fc dx product, an algorithm that ran 11% slower than the first choice in the kernel

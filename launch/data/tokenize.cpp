@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "launch/data/shard.h"
+#include "models/safetensors.h"
 
 namespace zt::data {
 namespace {
@@ -30,14 +31,7 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
   return files;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  ZT_CHECK(in, "tokenize", "cannot open '", path, "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  ZT_CHECK(!in.bad(), "tokenize", "error reading '", path, "'");
-  return text.str();
-}
+std::string read_file(const std::string& path) { return read_file_bytes(path, "tokenize"); }
 
 // Calls fn(document) for each non-empty document of a file's text.
 template <typename Fn>

@@ -63,6 +63,15 @@ TargetPlan chunk_of(const TargetPlan& whole, int64_t r0, int64_t rows, int64_t w
   return c;
 }
 
+// targets: i32/i64 of `rows_of`'s shape without its last dim (`name` in the message).
+void check_targets(const char* api, const Tensor& targets, const Tensor& rows_of, const char* name) {
+  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, api, "targets must be i32 or i64, got ",
+           targets.describe());
+  const Shape rows_shape(rows_of.shape().begin(), rows_of.shape().end() - 1);
+  ZT_CHECK(targets.shape() == rows_shape, api, "targets must have the shape of ", name, " without its last dim: ",
+           name, " is ", rows_of.describe(), ", targets are ", targets.describe());
+}
+
 // This rank's place in the split vocabulary: `width` columns from `begin`, the first `valid_local` of
 // them inside valid_vocab (-1: all), checked against the whole vocabulary of width x tp.size().
 struct VocabShard {
@@ -153,11 +162,7 @@ Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets,
   ZT_CHECK(logits.defined() && targets.defined(), kApi, "logits and targets must be defined");
   ZT_CHECK(is_floating(logits.dtype()) && logits.dim() >= 1, kApi, "logits must be a floating [..., V/tp] tensor, got ",
            logits.describe());
-  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, kApi, "targets must be i32 or i64, got ",
-           targets.describe());
-  const Shape rows_shape(logits.shape().begin(), logits.shape().end() - 1);
-  ZT_CHECK(targets.shape() == rows_shape, kApi, "targets must have logits' shape without the last dim: logits are ",
-           logits.describe(), ", targets are ", targets.describe());
+  check_targets(kApi, targets, logits, "logits");
   ZT_CHECK(logits.device() == tp.device() && targets.device() == tp.device(), kApi, "logits ", logits.describe(),
            " and targets ", targets.describe(), " must be on the tensor-parallel group's device ", tp.device().str());
   if (tp.size() == 1) return cross_entropy(logits, targets, ignore_index, valid_vocab);
@@ -212,11 +217,7 @@ Tensor vocab_parallel_linear_cross_entropy(const Tensor& x, const Tensor& weight
                weight.dtype() == x.dtype(),
            api, "needs floating x [..., C] and weight [V/tp, C] of one dtype, got x ", x.describe(), ", weight ",
            weight.describe());
-  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, api, "targets must be i32 or i64, got ",
-           targets.describe());
-  const Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
-  ZT_CHECK(targets.shape() == rows_shape, api, "targets must have x's shape without the last dim: x is ",
-           x.describe(), ", targets are ", targets.describe());
+  check_targets(api, targets, x, "x");
   ZT_CHECK(x.device() == tp.device() && weight.device() == tp.device() && targets.device() == tp.device(), api,
            "x ", x.describe(), ", weight ", weight.describe(), " and targets ", targets.describe(),
            " must be on the tensor-parallel group's device ", tp.device().str());
