@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/gemm_candidates.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/gemm_state.h"
@@ -184,14 +185,11 @@ struct MatmulCall {
 };
 
 // Each candidate runs once to warm up, then kRounds rounds time kCallsPerRound calls of every
-// candidate in turn (behind one untimed call), and a candidate's time is its best round:
-// interleaving spreads clock and thermal drift over all of them, and the minimum drops rounds
-// another stream disturbed. The
-// heuristic's first choice is kept unless another is at least kMargin faster, so noise alone
-// never trades it for an equal one (timing three calls once per candidate picked, for GPT-2
-// 124M's fc dx product, an algorithm that ran 11% slower than the first choice in the kernel
-// benchmark).
-constexpr int kRounds = 3, kCallsPerRound = 5;
+// candidate, in an order that rotates from round to round (behind one untimed call each), and
+// choose_gemm_candidate picks by the median round (Note [Choosing among timed GEMM candidates] in
+// core/gemm_candidates.h: the clocks drop part-way through a burst of products, so best rounds
+// mislead).
+constexpr int kRounds = 5, kCallsPerRound = 5;
 constexpr float kMargin = 0.02f;
 
 cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
@@ -199,10 +197,10 @@ cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
   std::vector<bool> runs(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) runs[static_cast<size_t>(i)] = call.run(results[i].algo) == CUBLAS_STATUS_SUCCESS;
   if (!runs[0]) return results[0].algo;  // the first choice cannot run: its call reports why
-  std::vector<float> best(static_cast<size_t>(count), 0);
+  std::vector<std::vector<float>> times(kRounds, std::vector<float>(static_cast<size_t>(count), -1.0f));
   Event start(device, true), stop(device, true);
   for (int round = 0; round < kRounds; ++round) {
-    for (int i = 0; i < count; ++i) {
+    for (const int i : gemm_candidate_order(count, round)) {
       if (!runs[static_cast<size_t>(i)]) continue;  // cannot run here: skipped
       // One call ahead of the start event keeps the stream busy while the timed calls are queued,
       // so the host's launch of the first timed call is not counted (bench/timing.h does the same).
@@ -211,21 +209,12 @@ cublasLtMatmulAlgo_t fastest_algorithm(const MatmulCall& call, int device,
       for (int r = 0; r < kCallsPerRound; ++r) ZT_CUBLAS_CHECK(call.run(results[i].algo));
       stop.record(call.stream);
       stop.synchronize();
-      const float ms = stop.elapsed_ms_since(start);
-      float& b = best[static_cast<size_t>(i)];
-      if (round == 0 || ms < b) b = ms;
+      times[static_cast<size_t>(round)][static_cast<size_t>(i)] = stop.elapsed_ms_since(start) / kCallsPerRound;
     }
   }
-  int chosen = 0;
-  for (int i = 1; i < count; ++i)
-    if (runs[static_cast<size_t>(i)] && best[static_cast<size_t>(i)] < best[static_cast<size_t>(chosen)] &&
-        best[static_cast<size_t>(i)] < best[0] * (1 - kMargin))
-      chosen = i;
-  if (problem != nullptr) {
-    std::vector<float> per_call(best.size());
-    for (size_t i = 0; i < best.size(); ++i) per_call[i] = best[i] / kCallsPerRound;
-    log_gemm_tuning(problem, per_call, runs, chosen);
-  }
+  std::vector<float> scores;
+  const int chosen = choose_gemm_candidate(times, kMargin, &scores);
+  if (problem != nullptr) log_gemm_tuning(problem, scores, runs, chosen);
   return results[chosen].algo;
 }
 

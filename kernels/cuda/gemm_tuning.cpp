@@ -44,7 +44,7 @@ GemmKey key_from_fields(const std::array<int64_t, GemmTuningEntry::kKeyFields>& 
 
 void log_gemm_tuning(const std::string& problem, const std::vector<float>& ms_per_call, const std::vector<bool>& runs,
                      int chosen) {
-  std::string line = fmt::format("[gemm tuning] {}: ms per call", problem);
+  std::string line = fmt::format("[gemm tuning] {}: median ms per call", problem);
   for (size_t i = 0; i < ms_per_call.size(); ++i)
     line += runs[i] ? fmt::format(" {:.4f}", ms_per_call[i]) : std::string(" -");
   fmt::print(stderr, "{}; chose candidate {}\n", line, chosen);
