@@ -3,7 +3,7 @@
 // random data. bench/peer_kernels.py times PyTorch eager on the same shapes and prints the same
 // table; scripts/gpu-check runs both in one GPU run and prints the ratios.
 //
-// usage: bench_kernels [--repeats N] [--warmup N] [--calls N]
+// usage: bench_kernels [--repeats N] [--warmup N] [--calls N] [--pause-ms N]
 // Timing (bench/timing.h): back-to-back calls between CUDA events, so launch overhead is hidden.
 // Prints a markdown table, then one "RESULT <name> <ms>" line per kernel for scripts. Never fails
 // because of speed; exits 0 without a GPU.
@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--repeats") == 0) opt.repeats = std::max(1, std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--warmup") == 0) opt.warmup = std::max(0, std::atoi(argv[i + 1]));
     if (std::strcmp(argv[i], "--calls") == 0) opt.calls = std::max(1, std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--pause-ms") == 0) opt.pause_ms = std::max(0, std::atoi(argv[i + 1]));
   }
   if (cuda::device_count() == 0) {
     fmt::print("bench_kernels: no GPU visible; nothing to measure\n");

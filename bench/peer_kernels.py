@@ -3,19 +3,22 @@
 B*T = 16384 tokens, bf16), timed the same way (CUDA events, warm-up, median of repeats, random
 data), printed in the same table and RESULT lines so scripts/gpu-check can pair them.
 
-usage: python3 bench/peer_kernels.py [--repeats N] [--warmup N] [--calls N]
+usage: python3 bench/peer_kernels.py [--repeats N] [--warmup N] [--calls N] [--pause-ms N]
 """
 import argparse
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
 
-def time_ms(fn, repeats, warmup, calls):
+def time_ms(fn, repeats, warmup, calls, pause_ms=0):
     """GPU ms per call: `calls` back-to-back calls between CUDA events (the launch path hidden, as in
-    bench/timing.h), median over `repeats`."""
+    bench/timing.h), median over `repeats`, after `pause_ms` of idle (bench/timing.h says why)."""
+    if pause_ms > 0:
+        time.sleep(pause_ms / 1000)
     for _ in range(warmup):
         fn()
     times = []
@@ -36,6 +39,7 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--calls", type=int, default=10)
+    p.add_argument("--pause-ms", type=int, default=0)
     a = p.parse_args()
     if not torch.cuda.is_available():
         print("peer_kernels: no GPU visible; nothing to measure")
@@ -44,7 +48,7 @@ def main():
     dev, bf16 = "cuda", torch.bfloat16
     tokens, c, vocab, valid_vocab = 16384, 768, 50304, 50257
     rows = []  # (name, shape, ms, flops, bytes)
-    t = lambda fn: time_ms(fn, a.repeats, a.warmup, a.calls)
+    t = lambda fn: time_ms(fn, a.repeats, a.warmup, a.calls, a.pause_ms)
 
     def randn(*shape, scale=1.0):
         return torch.randn(*shape, device=dev, dtype=bf16) * scale
@@ -119,6 +123,30 @@ def main():
             continue
         rows.append((f"attention_fwd{suffix}", f"16x12x{tt}x{d} causal", f, fwd_flops, 0))
         rows.append((f"attention_fwd_bwd{suffix}", f"16x12x{tt}x{d} causal", fb, 3.5 * fwd_flops, 0))
+
+    # Flash attention's deterministic backward (what torch.use_deterministic_algorithms(True) asks
+    # for): the like-for-like peer of zerotrain's default, whose backward gives the same bits every
+    # run (Note [Deterministic attention]). Whether PyTorch honoured the request is checked, not
+    # assumed: two backward passes must give the same dQ bits.
+    def dq_bits():
+        q.grad = k.grad = v.grad = None
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
+        return q.grad.clone()
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        print("flash attention, default mode: dQ bits repeat over 3 pairs of runs:",
+              all(torch.equal(dq_bits(), dq_bits()) for _ in range(3)))
+    torch.use_deterministic_algorithms(True)
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            repeats = all(torch.equal(dq_bits(), dq_bits()) for _ in range(3))
+            fb = t(fwd_bwd)
+        rows.append(("attention_fwd_bwd_deterministic", f"16x12x{tt}x{d} causal", fb, 3.5 * fwd_flops, 0))
+        print(f"flash attention, deterministic mode: dQ bits repeat over 3 pairs of runs: {repeats}")
+    except RuntimeError as e:
+        print(f"attention_deterministic: {e}".splitlines()[0])
+    finally:
+        torch.use_deterministic_algorithms(False)
 
     print(f"# PyTorch {torch.__version__} eager on {torch.cuda.get_device_name(0)}")
     print("\n| kernel | shape | ms | TFLOP/s | GB/s |\n| --- | --- | ---: | ---: | ---: |")

@@ -9,7 +9,9 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include "kernels/cuda/runtime.h"
@@ -20,11 +22,16 @@ struct Timing {
   int repeats = 20;
   int warmup = 3;
   int calls = 10;  // back-to-back calls per timed repeat
+  // Idle before each kernel's warm-up, so every kernel starts from a GPU that has left its power
+  // limit: a burst of large products pulls the clocks down for what runs right after it, and
+  // without a pause a kernel's figure depends on the one timed before it (docs/performance.md).
+  int pause_ms = 0;
 };
 
 inline double time_ms(const Timing& t, const std::function<void()>& fn) {
   const int device = 0;
   const cudaStream_t stream = cuda::current_stream(device);
+  if (t.pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(t.pause_ms));
   for (int i = 0; i < t.warmup; ++i) fn();
   cuda::Event start(device, true), stop(device, true);
   std::vector<double> times;
