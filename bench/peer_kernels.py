@@ -18,6 +18,8 @@ def time_ms(fn, repeats, warmup, calls, pause_ms=0):
     """GPU ms per call: `calls` back-to-back calls between CUDA events (the launch path hidden, as in
     bench/timing.h), median over `repeats`, after `pause_ms` of idle (bench/timing.h says why)."""
     if pause_ms > 0:
+        fn()  # one-time work (plans, autotuning) before the pause, as in bench/timing.h
+        torch.cuda.synchronize()
         time.sleep(pause_ms / 1000)
     for _ in range(warmup):
         fn()
