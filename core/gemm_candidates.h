@@ -1,7 +1,8 @@
 // Note [Choosing among timed GEMM candidates]: the tuner (Note [GEMM autotuning] in
 // kernels/cuda/gemm.cu) times cuBLASLt's candidate algorithms for a product in interleaved rounds
 // and picks one here. Two things measured on an H200 shape the rule:
-//  - The GPU's clocks drop part-way through a burst of large products (power capping): in one
+//  - The GPU's clocks drop part-way through a burst of large products (nvidia-smi names the
+//    software power cap: 1980 MHz for about a second, then 1485-1905 MHz): in one
 //    trace, GPT-2 124M's fc dx product ran at 105 us in the first round and 118-120 us in every
 //    round after, and in the benchmark's steady state after that. A candidate's best round then
 //    mostly says whether it happened to run before the drop, which is how taking the minimum
